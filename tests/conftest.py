@@ -1,0 +1,27 @@
+"Shared pytest fixtures for gynlab (kept generic: any test module may use them)."
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    "The real data folder ../shared/data; the test is skipped when it is absent."
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def gynlab_cache(tmp_path, monkeypatch) -> Path:
+    "A private, empty GYNLAB_CACHE for one test (conversions and downloads go there)."
+    cache = tmp_path / "gynlab-cache"
+    monkeypatch.setenv("GYNLAB_CACHE", str(cache))
+    return cache
