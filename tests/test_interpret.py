@@ -1,0 +1,280 @@
+"Tests for gynlab.interpret (attribute == Captum, shape contract, quality measures) and gynlab.widgets.Explorer (no browser)."
+import os
+import time
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import captum.attr as ca
+
+from gynlab import interpret as gi
+from gynlab.interpret import attribute, METHODS
+
+try:
+    from gynlab.models.cnn import SmallCNN
+except ImportError:  # pragma: no cover - the CNN lesson is part of the package
+    SmallCNN = None
+
+
+def tiny_cnn(n_classes=3, seed=0):
+    torch.manual_seed(seed)
+    if SmallCNN is not None: return SmallCNN(in_channels=3, n_classes=n_classes, width=4, depth=2).eval()
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, n_classes)).eval()
+
+
+class TinySeg(nn.Module):
+    "A 2-class segmenter: conv body, a 3x3 'decoder' conv, a 1x1 logits head."
+    def __init__(self, k=2):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(6, k, 1)
+    def forward(self, x): return self.head(self.body(x))
+
+
+@pytest.fixture(scope="module")
+def xb():
+    torch.manual_seed(1)
+    return torch.randn(3, 3, 16, 16)
+
+
+def _no_inplace(model):
+    for m in model.modules():
+        if getattr(m, "inplace", False): m.inplace = False
+    return model
+
+
+def _direct(model, x, t, method):
+    "Captum called by hand, with the same settings `attribute` documents as defaults."
+    B, C, H, W = x.shape
+    if method == "saliency": return ca.Saliency(model).attribute(x, target=t).sum(1)
+    if method == "input_x_gradient": return ca.InputXGradient(model).attribute(x, target=t).sum(1)
+    if method == "guided_backprop": return ca.GuidedBackprop(model).attribute(x, target=t).sum(1)
+    if method == "gradcam":
+        layer = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+        cam = ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)
+        return ca.LayerAttribution.interpolate(cam, (H, W), interpolate_mode="bilinear").sum(1)
+    if method == "integrated_gradients":
+        return ca.IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=32).sum(1)
+    if method == "smoothgrad":
+        return ca.NoiseTunnel(ca.Saliency(model)).attribute(x, target=t, nt_type="smoothgrad", nt_samples=10, stdevs=0.15).sum(1)
+    if method == "gradient_shap":
+        return ca.GradientShap(model).attribute(x, baselines=torch.zeros_like(x[:1]), target=t, n_samples=16, stdevs=0.0).sum(1)
+    if method == "occlusion":
+        return ca.Occlusion(model).attribute(x, sliding_window_shapes=(C, 4, 4), strides=(C, 2, 2), baselines=0, target=t).sum(1)
+    raise AssertionError(method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_attribute_equals_captum(method, xb):
+    model = _no_inplace(tiny_cnn())
+    t = torch.tensor([0, 2, 1])
+    torch.manual_seed(5); ours = attribute(model, xb, t, method, batch_size=256)
+    torch.manual_seed(5); theirs = _direct(model, xb.clone(), t, method)
+    assert ours.shape == (3, 16, 16)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-4), f"{method}: max diff {(ours - theirs).abs().max():.3g}"
+    assert ours.abs().sum() > 0
+
+
+def test_batching_does_not_change_results(xb):
+    model = tiny_cnn()
+    for m, kw in [("integrated_gradients", {}), ("occlusion", {})]:
+        a, b = attribute(model, xb, 1, m, batch_size=3), attribute(model, xb, 1, m, batch_size=500)
+        assert torch.allclose(a, b, atol=1e-5), m
+
+
+def test_shape_contract_classifier(xb):
+    model = tiny_cnn()
+    model.train()
+    for m in METHODS:
+        assert attribute(model, xb, None, m).shape == (3, 16, 16), m
+    assert model.training, "attribute must restore the model's training mode"
+    assert attribute(model, xb[0], 1, "saliency").shape == (16, 16)
+    assert attribute(model, xb, 1, "integrated_gradients", reduce=None).shape == (3, 3, 16, 16)
+    assert attribute(model, xb, 1, "saliency", reduce="abs").min() >= 0
+
+
+def test_default_target_is_prediction(xb):
+    model = tiny_cnn()
+    pred = model(xb).argmax(1)
+    assert torch.equal(attribute(model, xb, None, "saliency"), attribute(model, xb, pred, "saliency"))
+
+
+def test_bad_input_messages(xb):
+    model = tiny_cnn()
+    with pytest.raises(ValueError, match="unknown method"): attribute(model, xb, 0, "lime")
+    with pytest.raises(ValueError, match="out of range"): attribute(model, xb, 3, "saliency")
+    with pytest.raises(ValueError, match="expected images"): attribute(model, xb[0, 0], 0, "saliency")
+    with pytest.raises(ValueError, match="reduce"): attribute(model, xb, 0, "saliency", reduce="mean")
+
+
+def test_segmenter_shapes_and_regions(xb):
+    torch.manual_seed(0)
+    seg = TinySeg().eval()
+    assert gi.is_segmenter(seg, xb)
+    assert gi.gradcam_layer(seg, xb) is seg.body[2], "Grad-CAM must skip the 1x1 logits head"
+    for m in METHODS:
+        assert attribute(seg, xb, 1, m).shape == (3, 16, 16), m
+    region = torch.zeros(16, 16, dtype=torch.bool); region[4:8, 4:8] = True
+    a = attribute(seg, xb, 1, "saliency", region=region)
+    # wrapper = sum of class-1 logits in the region; check against the gradient computed by hand
+    x = xb.clone().requires_grad_(True)
+    seg(x)[:, 1][:, region].sum().backward()
+    assert torch.allclose(a, x.grad.abs().sum(1), atol=1e-6)
+    per_image = torch.stack([region, ~region, region])
+    b = attribute(seg, xb, 1, "saliency", region=per_image)
+    assert torch.allclose(b[0], a[0], atol=1e-6) and not torch.allclose(b[1], a[1])
+    assert attribute(seg, xb, 0, "gradcam", region="predicted").shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="region"): gi.SegmentationScore(seg, torch.ones(5, 5))(xb)
+
+
+def test_unet_if_present(xb):
+    unet = pytest.importorskip("gynlab.models.unet")
+    cls = getattr(unet, "UNet", None)
+    if cls is None: pytest.skip("gynlab.models.unet has no UNet yet")
+    try: model = cls(in_channels=3, n_classes=2).eval()
+    except TypeError as e: pytest.skip(f"UNet signature differs: {e}")
+    x = torch.randn(2, 3, 32, 32)
+    for m in ("saliency", "gradcam", "integrated_gradients"):
+        assert attribute(model, x, 1, m, n_steps=4) .shape == (2, 32, 32) if m == "integrated_gradients" else attribute(model, x, 1, m).shape == (2, 32, 32)
+
+
+def test_pretrained_efficientnet_if_present():
+    pre = pytest.importorskip("gynlab.models.pretrained")
+    try: model = pre.create("efficientnet_lite0", 3, pretrained=False).eval()
+    except Exception as e: pytest.skip(f"EfficientNet-Lite0 not available: {e}")
+    x = torch.randn(1, 3, 64, 64)
+    assert gi.gradcam_layer(model, x) is model.net._conv_head, "Grad-CAM's default on EfficientNet is the last backbone conv"
+    for m in ("saliency", "gradcam"):
+        assert attribute(model, x, 2, m).shape == (1, 64, 64)
+
+
+def test_attribution_in_mask_and_curves():
+    attr = torch.tensor([[[1., 3.], [0., 0.]]])
+    assert torch.allclose(gi.attribution_in_mask(attr, torch.tensor([[True, False], [False, False]])), torch.tensor([0.25]))
+    # a linear model whose class-0 logit reads a few bright pixels: deleting by its saliency must beat a random order
+    w = torch.zeros(1, 8, 8); w[0, 2:4, 2:4] = 5.0
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.zero_(); model[1].weight[0] = w.flatten(); model[1].bias.zero_()
+    x = torch.ones(2, 1, 8, 8)
+    sal = attribute(model, x, 0, "saliency")
+    fr, p = gi.perturbation_curve(model, x, sal, 0, "deletion", n_steps=16)
+    fr_r, p_r = gi.perturbation_curve(model, x, torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)), 0, "deletion", n_steps=16)
+    assert p.shape == (2, 17) and np.isclose(p[0, 0], torch.sigmoid(torch.tensor(20.)).item(), atol=1e-4)
+    assert (gi.curve_auc(fr, p) < gi.curve_auc(fr_r, p_r)).all()
+    from sklearn.metrics import auc
+    assert np.isclose(gi.curve_auc(fr, p)[0], auc(fr, p[0]))
+    fi, pi = gi.perturbation_curve(model, x, sal, 0, "insertion", n_steps=16)
+    assert pi[0, -1] > pi[0, 0]
+    with pytest.raises(ValueError, match="kind"): gi.perturbation_curve(model, x, sal, 0, "erase")
+
+
+def test_attention_rollout():
+    torch.manual_seed(0)
+    maps = [torch.softmax(torch.randn(2, 4, 5, 5), -1) for _ in range(3)]
+    r = gi.attention_rollout(maps)
+    assert r.shape == (2, 5, 5) and torch.allclose(r.sum(-1), torch.ones(2, 5))
+    manual = None
+    for a in maps:
+        a = a.mean(1) + torch.eye(5); a = a / a.sum(-1, keepdim=True)
+        manual = a if manual is None else a @ manual
+    assert torch.allclose(r, manual, atol=1e-6)
+    assert gi.rollout_map(maps, grid=(2, 2), image_size=(8, 8)).shape == (2, 8, 8)
+    with pytest.raises(ValueError): gi.attention_rollout([])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model, cyto, classes = gi.lesson_cnn()
+    from gynlab.transforms import to_torch
+    ds = to_torch(cyto["validation"], image_size=48, target="bethesda")
+    return model, torch.stack([ds[i][0] for i in range(8)]), classes, cyto
+
+
+def test_sanity_check_direction(trained):
+    model, x, _, _ = trained
+    pred = model(x).argmax(1)
+    rnd = gi.randomized_copy(model, seed=0)
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), rnd.parameters()))
+    same = gi.rank_correlation(attribute(model, x, pred, "saliency"), attribute(model, x, pred, "saliency"))
+    assert np.allclose(same, 1.0)
+    res = gi.sanity_check(model, x, pred, methods=["saliency", "gradcam"])
+    assert set(res) == {"saliency", "gradcam"} and all(-1 <= v <= 1 for v in res.values())
+    assert min(res.values()) < 0.9, f"randomising the weights should change at least one method's maps: {res}"
+
+
+def test_checkers():
+    assert gi.check_deletion_auc(lambda f, p: float(np.trapezoid(p, f)) if hasattr(np, "trapezoid") else float(np.trapz(p, f)))
+    assert not gi.check_deletion_auc(lambda f, p: p.mean())
+    def sal(model, x, t):
+        x = x.clone().requires_grad_(True); model(x)[torch.arange(len(x)), t].sum().backward(); return x.grad.abs().sum(1)
+    assert gi.check_saliency(sal)
+    assert not gi.check_saliency(lambda model, x, t: torch.zeros(2, 8, 8))
+
+
+# ---- Explorer (no browser) ----
+
+@pytest.fixture(scope="module")
+def explorer(trained):
+    from gynlab.widgets import Explorer
+    model, _, classes, cyto = trained
+    ex = Explorer(model, cyto["validation"].select(range(10)), class_names=classes, image_size=48, background=False)
+    yield ex
+    ex.close()
+
+
+def test_explorer_show_and_cache(explorer):
+    v1 = explorer.show(case=2, method="gradcam", target=None)
+    assert v1.ok and not v1.cached and v1.overlay.shape == (48, 48) and np.isclose(v1.probs.sum(), 1, atol=1e-5)
+    assert v1.pred == int(v1.probs.argmax()) and "case 2" in explorer.status_w.value
+    t0 = time.perf_counter(); v2 = explorer.show(case=2, method="gradcam", target=None); dt = time.perf_counter() - t0
+    assert v2.cached and np.array_equal(v1.overlay, v2.overlay) and "cached" in explorer.status_w.value
+    assert dt < 0.5
+    v3 = explorer.show(case=5, method="saliency", target=1)
+    assert v3.ok and not np.array_equal(v3.overlay, v1.overlay)
+    assert explorer.case_w.value == 5 and explorer.method_w.value == "saliency" and explorer.target_w.value == 1
+    src = explorer.fig.data[2].source
+    explorer.show(case=5, method="integrated_gradients", target=1)
+    assert explorer.fig.data[2].source != src, "the overlay must change with the method"
+    # the same attribution as attribute() itself
+    x = explorer._item(5)[0][None]
+    assert np.allclose(explorer.cache.get((5, "saliency", 1))[0], attribute(explorer.model, x, 1, "saliency")[0].numpy(), atol=1e-6)
+
+
+def test_explorer_bad_selections(explorer, trained):
+    from gynlab.widgets import Explorer
+    v = explorer.show(case=1, method="saliency", target=7)
+    assert not v.ok and "out of range" in v.message and "⚠" in explorer.status_w.value
+    assert "does not exist" in explorer.show(case=99, method="saliency", target=None).message
+    assert "unknown method" in explorer.show(case=1, method="lime", target=None).message
+    model, _, classes, cyto = trained
+    empty = Explorer(model, cyto["validation"].select([]), class_names=classes)
+    assert "empty" in empty.last_view.message and not empty.show(case=0).ok
+    grey = torch.utils.data.TensorDataset(torch.randn(3, 1, 20, 20), torch.tensor([0, 1, 2]))   # 1 channel: wrong for this model
+    wrong = Explorer(model, grey, class_names=classes)
+    v = wrong.show(case=0, method="saliency", target=None)
+    assert not v.ok and "cannot process" in v.message
+
+
+def test_explorer_background_thread(trained):
+    from gynlab.widgets import Explorer
+    model, _, classes, cyto = trained
+    ex = Explorer(model, cyto["validation"].select(range(4)), class_names=classes, image_size=48, background=True)
+    v = ex._request(1, "occlusion", None)
+    assert "background" in v.message and "computing" in ex.status_w.value
+    ex._pool.shutdown(wait=True)
+    assert ex.last_view.ok and ex.last_view.method == "occlusion" and (1, "occlusion", None) in ex.cache
+    ex.close()
+
+
+def test_explorer_segmenter(xb):
+    from gynlab.widgets import Explorer
+    torch.manual_seed(0)
+    seg = TinySeg().eval()
+    ex = Explorer(seg, torch.utils.data.TensorDataset(xb, torch.zeros(3, 16, 16).long()), class_names=["background", "lesion"])
+    v = ex.show(case=1, method="gradcam", target=1)
+    assert ex.segmenter and v.ok and v.overlay.shape == (16, 16) and v.probs.shape == (2,)
