@@ -1,0 +1,198 @@
+"U-Net, losses, train_segmenter / predict_masks: shapes, learning, mask alignment with the input image, bad input."
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import gynlab.models.unet as U
+from gynlab.models.unet import (UNet, SoftDiceLoss, DiceCELoss, train_segmenter, predict_masks, load_segmenter,
+                                segment_image, check_soft_dice_loss, check_unet_output_size)
+from gynlab.train import BadImageError, RunError
+
+
+@pytest.mark.parametrize("size,depth", [((64, 64), 4), ((50, 37), 4), ((17, 33), 3), ((8, 9), 1)])
+def test_unet_any_size(size, depth):
+    net = UNet(2, 3, base=4, depth=depth)
+    x = torch.randn(2, 2, *size, requires_grad=True)
+    y = net(x)
+    assert y.shape == (2, 3, *size)
+    y.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in net.parameters())
+
+
+def test_unet_skip_connections_carry_detail():
+    "Through the top skip connection an output pixel depends most on the input pixels right around it."
+    torch.manual_seed(0)
+    net = UNet(1, 1, base=4, depth=3).eval()
+    x = torch.randn(1, 1, 32, 32, requires_grad=True)
+    net(x)[0, 0, 10, 20].backward()
+    g = x.grad[0, 0].abs()
+    r, c = divmod(int(g.argmax()), 32)
+    assert abs(r - 10) <= 3 and abs(c - 20) <= 3
+    with pytest.raises(ValueError, match="depth"): UNet(1, 2, depth=0)
+
+
+def test_soft_dice_loss():
+    g = torch.zeros(2, 16, 16, dtype=torch.long); g[:, 4:8, 4:8] = 1; g[1, 10:12, 10:12] = 2
+    perfect = F.one_hot(g, 3).permute(0, 3, 1, 2).float() * 30
+    assert SoftDiceLoss()(perfect, g) < 1e-3
+    logits = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    p, oh = logits.softmax(1), F.one_hot(g, 3).permute(0, 3, 1, 2).float()
+    d = [(2 * (p[:, c] * oh[:, c]).sum() + 1) / (p[:, c].sum() + oh[:, c].sum() + 1) for c in range(3)]
+    assert SoftDiceLoss()(logits, g) == pytest.approx(float(1 - (d[1] + d[2]) / 2), abs=1e-5)
+    assert SoftDiceLoss(include_background=True)(logits, g) == pytest.approx(float(1 - sum(d) / 3), abs=1e-5)
+    assert DiceCELoss()(logits, g) == pytest.approx(float(F.cross_entropy(logits, g) + SoftDiceLoss()(logits, g)), abs=1e-5)
+    assert DiceCELoss(ce_weight=0)(logits, g) == pytest.approx(float(SoftDiceLoss()(logits, g)), abs=1e-6)
+
+
+def test_unet_learns_a_toy_task():
+    "A few steps of Dice+CE on bright squares bring Dice up: the model, loss and gradients are wired right."
+    torch.manual_seed(0)
+    x = torch.zeros(8, 1, 24, 24); y = torch.zeros(8, 24, 24, dtype=torch.long)
+    for i in range(8):
+        r, c = 2 + 2 * i, 20 - 2 * i
+        x[i, 0, r : r + 6, c - 4 : c + 2] = 1; y[i, r : r + 6, c - 4 : c + 2] = 1
+    x = x + 0.1 * torch.randn_like(x)
+    net, loss_fn = UNet(1, 2, base=4, depth=2), DiceCELoss()
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    first = None
+    for _ in range(40):
+        loss = loss_fn(net(x), y); opt.zero_grad(); loss.backward(); opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < 0.5 * first
+    from gynlab.metrics import segmentation_metrics
+    net.eval()
+    assert segmentation_metrics(net(x).detach(), y)["dice"] > 0.7
+
+
+class Bright(torch.nn.Module):
+    "A deterministic stand-in segmenter: foreground where the (normalised) image is bright."
+    def forward(self, x):
+        f = x.mean(1, keepdim=True)
+        return torch.cat([-f, f], 1) * 10
+
+
+CFG = {"task": "segment", "channels": 1, "n_classes": 2, "image_size": 32, "mean": [0.5], "std": [0.5], "letterbox": True}
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    monkeypatch.setattr(U, "load_segmenter", lambda run_dir, device=None: (Bright(), dict(CFG)))
+
+
+def corner_image(w, h, mode="L"):
+    "Black image with a bright block in the top-right corner (a quarter of each side)."
+    a = np.zeros((h, w), np.uint8); a[: h // 4, w - w // 4 :] = 255
+    im = Image.fromarray(a)
+    return im.convert(mode), a > 0
+
+
+@pytest.mark.parametrize("w,h,mode", [(120, 60, "L"), (50, 140, "RGB"), (64, 64, "L")])
+def test_predicted_mask_lines_up_with_image(tmp_path, standin, w, h, mode):
+    im, truth = corner_image(w, h, mode)
+    (tmp_path / "in").mkdir(); im.save(tmp_path / "in" / "case.png")
+    paths = predict_masks("unused", tmp_path / "in", tmp_path / "out")
+    assert [p.name for p in paths] == ["case.png"]
+    with Image.open(paths[0]) as mk:
+        assert mk.size == (w, h) and mk.mode == "L"
+        m = np.asarray(mk)
+    assert set(np.unique(m)) <= {0, 255}                       # binary → 0/255
+    fg = m > 0
+    assert (fg & truth).sum() / (fg.sum() + truth.sum()) * 2 > 0.85   # the block, where it is in the input
+    ys, xs = np.nonzero(fg)
+    assert ys.mean() < h / 4 and xs.mean() > w * 3 / 4           # top-right, not flipped or transposed
+
+
+def test_multiclass_masks_are_indices(tmp_path, monkeypatch):
+    class Three(torch.nn.Module):
+        def forward(self, x):
+            f = x.mean(1, keepdim=True)
+            return torch.cat([-f, torch.zeros_like(f), f], 1) * 10
+    monkeypatch.setattr(U, "load_segmenter", lambda run_dir, device=None: (Three(), {**CFG, "n_classes": 3}))
+    im, truth = corner_image(40, 30)
+    (tmp_path / "in").mkdir(); im.save(tmp_path / "in" / "x.jpg")
+    with Image.open(predict_masks("r", tmp_path / "in", tmp_path / "out")[0]) as mk: m = np.asarray(mk)
+    assert set(np.unique(m)) <= {0, 1, 2} and (m == 2).any()
+
+
+def test_corrupt_file(tmp_path, standin):
+    d = tmp_path / "in"; d.mkdir()
+    corner_image(40, 30)[0].save(d / "a_good.png")
+    (d / "b_bad.png").write_bytes(b"this is not a png")
+    with pytest.raises(BadImageError, match="b_bad.png"):
+        predict_masks("r", d, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())   # nothing half-written
+    paths = predict_masks("r", d, tmp_path / "out", skip_bad=True)
+    assert [p.name for p in paths] == ["a_good.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.png"]        # no temp files left
+
+
+def test_empty_or_missing_folder(tmp_path, standin):
+    with pytest.raises(RunError, match="does not exist"): predict_masks("r", tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="no images"): predict_masks("r", tmp_path / "empty", tmp_path / "out")
+
+
+def test_train_segmenter_run_folder_roundtrip(tmp_path):
+    run = tmp_path / "run"
+    m = train_segmenter("phantom-uterus-mri", epochs=1, image_size=32, subset=12, batch_size=4, base=4, depth=2,
+                        out=run, progress=False)
+    assert {"dice", "iou", "hd95_px_median", "n_train", "n_valid"} <= set(m) and 0 <= m["dice"] <= 1
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["task"] == "segment" and cfg["dataset"] == "phantom-uterus-mri" and cfg["n_classes"] == 4
+    assert cfg["classes"][3] == "fibroid" and cfg["channels"] == 1 and len(cfg["mean"]) == 1
+    assert json.loads((run / "metrics.json").read_text())["dice"] == pytest.approx(m["dice"])
+    net, cfg2 = load_segmenter(run)
+    assert isinstance(net, UNet) and not net.training
+    im = Image.fromarray((np.random.default_rng(0).random((45, 70)) * 255).astype(np.uint8))
+    msk = segment_image(net, im, cfg2)
+    assert msk.shape == (45, 70) and msk.max() < 4
+    (tmp_path / "in").mkdir(); im.save(tmp_path / "in" / "q.tif")
+    with Image.open(predict_masks(run, tmp_path / "in", tmp_path / "out")[0]) as mk:
+        assert mk.size == (70, 45) and np.asarray(mk).max() < 4          # class indices, not 0/255
+    (run / "model.safetensors").unlink()
+    with pytest.raises(RunError, match="model.safetensors"): load_segmenter(run)
+
+
+def test_train_segmenter_bad_arguments():
+    with pytest.raises(ValueError, match="segmentation"): train_segmenter("phantom-cine", epochs=1)
+    with pytest.raises(ValueError, match="unknown segmentation model"): train_segmenter("phantom-uterus-mri", model="segformer")
+
+
+def test_checkers():
+    def good(logits, target):
+        p = logits.softmax(1); g = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
+        d = (2 * (p * g).sum((0, 2, 3)) + 1) / ((p + g).sum((0, 2, 3)) + 1)
+        return 1 - d[1:].mean()
+    assert check_soft_dice_loss(good)
+    assert not check_soft_dice_loss(lambda lo, t: torch.tensor(0.5))
+    assert not check_soft_dice_loss(lambda lo, t: SoftDiceLoss(include_background=True)(lo, t))
+    def size(s, d):
+        for _ in range(d): s = (s - 4) // 2
+        s -= 4
+        for _ in range(d): s = 2 * s - 4
+        return s
+    assert check_unet_output_size(size)
+    assert not check_unet_output_size(lambda s, d: s - 184)
+
+
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "mmotu_otu2d").is_dir() or not (DATA / "isbi2014_cervical_cytology").is_dir(),
+                    reason="real MMOTU / ISBI 2014 data not present under ../shared/data")
+def test_real_data_targets_and_splits():
+    from gynlab.models.unet import load_segmentation_data
+    tr, va, info = load_segmentation_data("mmotu", image_size=32, subset=8, data_root=DATA)
+    assert info["target"] == "lesion_mask" and info["classes"] == ["background", "lesion"] and info["channels"] == 3
+    assert set(np.unique(np.asarray(tr[0]["lesion_mask"]))) <= {0, 1}
+    tr, va, info = load_segmentation_data("mmotu", image_size=32, subset=8, target="mask", data_root=DATA)
+    assert info["n_classes"] == 9
+    tr, va, info = load_segmentation_data("isbi2014", image_size=32, data_root=DATA)  # one split: divided by group
+    assert len(tr) + len(va) == 45 and len(va) > 0 and not set(tr["group"]) & set(va["group"]) and info["channels"] == 1
