@@ -3,11 +3,13 @@ SHELL := /bin/bash
 PY    := .venv/bin/python
 PIP   := .venv/bin/pip
 PORT  ?= 8888
+# jupyter refuses to run as root without --allow-root (containers, CI)
+ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 export PLOTLY_RENDERER ?=
 
-.PHONY: lab test nbtest pytest docs bench student export clean-nbs install
+.PHONY: lab test nbtest pytest docs readme bench student export clean-nbs install
 
 # The venv is rebuilt only when the pins or the package metadata change; a second run skips it.
 .venv/.installed: settings.ini setup.py constraints.txt
@@ -16,26 +18,41 @@ export PLOTLY_RENDERER ?=
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
+# JupyterLab settings kept inside the venv (sys-prefix level): no news/announcements popup.
+.venv/.lab-configured: .venv/.installed
+	.venv/bin/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements"
+	@touch $@
+
 install: .venv/.installed
 
-lab: .venv/.installed
-	.venv/bin/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --port $(PORT) --notebook-dir=nbs $(LAB_ARGS)
+lab: .venv/.lab-configured
+	.venv/bin/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --port $(PORT) --notebook-dir=nbs $(ROOT_ARGS) $(LAB_ARGS)
 
 nbtest: .venv/.installed
 	.venv/bin/nbdev_test --n_workers 2 --timing $(NBTEST_ARGS)
 
-pytest: .venv/.installed
+pytest: .venv/.lab-configured
 	.venv/bin/python -m pytest tests -q $(PYTEST_ARGS)
 
-test: .venv/.installed
-	$(MAKE) --no-print-directory nbtest
-	$(MAKE) --no-print-directory pytest
+# Both halves run even if the first fails, so one CI run reports everything; the exit code is non-zero if either failed.
+test: .venv/.lab-configured
+	@rc=0; $(MAKE) --no-print-directory nbtest || rc=1; $(MAKE) --no-print-directory pytest || rc=1; exit $$rc
 
 export: .venv/.installed
 	.venv/bin/nbdev_export && .venv/bin/nbdev_clean
 
-docs: .venv/.installed
-	$(PY) -m gynlab._docs
+# README.md and nbs/sidebar.yml are generated from the notebooks (tools/lessons.py, tools/readme.py).
+readme: .venv/.installed
+	$(PY) tools/lessons.py
+	$(PY) tools/readme.py
+
+# The site, in _docs/: notebooks executed (cached in .cache/docs-exec), rendered by Quarto if present, else smalldocs.
+docs: readme
+	$(PY) tools/docs.py $(DOCS_ARGS)
+
+# Copies of the lessons without the solution cells, in student/.
+student: .venv/.installed
+	$(PY) tools/student.py $(STUDENT_ARGS)
 
 bench: .venv/.installed
-	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@shopt -s nullglob; for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -747,6 +747,7 @@ def _cli_error(e: Exception):
 
 def _cmd_train(a) -> int:
     from gynlab.data import DataError
+    if a.task == "segment": return _cmd_train_segment(a)
     try:
         h = train_run(a.dataset, a.model, a.out, epochs=a.epochs, image_size=a.image_size, channels=a.channels,
                       batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, subset=a.subset,
@@ -759,7 +760,31 @@ def _cmd_train(a) -> int:
         print(f"best epoch {h.best_epoch}: {shown}\nwrote {Path(a.out) / 'model.safetensors'}, config.json, metrics.json")
     return 0
 
+def _cmd_train_segment(a) -> int:
+    "`gynlab train --task segment`: delegates to `gynlab.models.unet.train_segmenter` (lesson 30)."
+    from gynlab.data import DataError
+    from gynlab.models.unet import train_segmenter
+    try:
+        m = train_segmenter(a.dataset, epochs=a.epochs, image_size=a.image_size, out=a.out, batch_size=a.batch_size,
+                            lr=a.lr, seed=a.seed, device=a.device, subset=a.subset, model=a.model if a.model != "smallcnn" else "unet",
+                            data_root=a.root, progress=not a.quiet)
+    except (RunError, DataError, KeyError, FileNotFoundError, ValueError) as e: raise _cli_error(e) from None
+    shown = ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and _finite(v))
+    print(f"validation: {shown}\nwrote {Path(a.out) / 'model.safetensors'}, config.json, metrics.json")
+    return 0
+
+def _run_task(run) -> str:
+    f = Path(run) / "config.json"
+    try: return json.loads(f.read_text()).get("task", "classify") if f.exists() else "classify"
+    except ValueError: raise RunError(f"{f} is not valid JSON: the run folder is damaged") from None
+
 def _cmd_predict(a) -> int:
+    if _run_task(a.run) == "segment":
+        from gynlab.models.unet import predict_masks
+        try: written = predict_masks(a.run, a.input, a.out, skip_bad=a.skip_bad, device=a.device, recursive=a.recursive)
+        except RunError as e: raise _cli_error(e) from None
+        print(f"wrote {len(written)} masks to {a.out}")
+        return 0
     try: rows, skipped = predict_folder(a.run, a.input, a.out, recursive=a.recursive, skip_bad=a.skip_bad,
                                         device=a.device, batch_size=a.batch_size)
     except RunError as e: raise _cli_error(e) from None
@@ -777,6 +802,8 @@ def _add_cli(subparsers):
     p = subparsers.add_parser("train", help="train an image classifier on a gynlab dataset; writes a run folder",
                               description="Train a classifier (gynlab.train.fit) and write OUT/model.safetensors, "
                                           "config.json and metrics.json. Not for clinical use.")
+    p.add_argument("--task", choices=["classify", "segment"], default="classify",
+                   help="classify (image label) or segment (U-Net mask, see lesson 30)")
     p.add_argument("--dataset", required=True, help="a classification dataset (see `gynlab data list`)")
     p.add_argument("--model", default="smallcnn", help="model name for gynlab.models.pretrained.create (default smallcnn)")
     p.add_argument("--out", required=True, help="run folder to write")
@@ -801,7 +828,7 @@ def _add_cli(subparsers):
                                           "a CSV: file, prediction, one probability column per class. Not for clinical use.")
     q.add_argument("--run", required=True, help="run folder written by `gynlab train`")
     q.add_argument("--input", required=True, help="folder of images (any size and mode)")
-    q.add_argument("--out", required=True, help="CSV file to write")
+    q.add_argument("--out", required=True, help="CSV file to write (classification runs) or folder of mask PNGs (segmentation runs)")
     q.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed on stderr) instead of stopping")
     q.add_argument("--recursive", action="store_true", help="also read images in subfolders")
     q.add_argument("--device", default=None)

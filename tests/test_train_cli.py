@@ -139,3 +139,25 @@ def test_mmotu_efficientnet_subset(tmp_path):
     p = gynlab("predict", "--run", "runs/mm", "--input", imgs, "--out", "p.csv", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert len(_rows(tmp_path / "p.csv")) == 3
+
+
+def test_segment_train_and_predict_masks_line_up(tmp_path):
+    "`gynlab train --task segment` then `gynlab predict` writes one mask per image, same size and orientation."
+    p = gynlab("train", "--task", "segment", "--dataset", "phantom-uterus-mri", "--epochs", 1, "--image-size", 32,
+               "--subset", 40, "--batch-size", 8, "--out", "runs/seg", "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads((tmp_path / "runs/seg/config.json").read_text())
+    assert cfg["task"] == "segment" and cfg["dataset"] == "phantom-uterus-mri"
+    src = tmp_path / "in"; src.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((50, 80)) * 255).astype("uint8")).save(src / "wide.png")
+    Image.fromarray((rng.random((70, 40, 3)) * 255).astype("uint8")).save(src / "tall.jpg")
+    p = gynlab("predict", "--run", "runs/seg", "--input", "in", "--out", "masks", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    for name, size in [("wide", (80, 50)), ("tall", (40, 70))]:
+        m = Image.open(tmp_path / "masks" / f"{name}.png")
+        assert m.size == size and m.mode == "L"
+        assert set(np.unique(np.asarray(m))) <= set(range(len(cfg["classes"])))
+    (src / "broken.png").write_bytes(b"not a png")
+    p = gynlab("predict", "--run", "runs/seg", "--input", "in", "--out", "masks2", cwd=tmp_path)
+    assert p.returncode == 2 and "broken.png" in p.stderr and not (tmp_path / "masks2").exists()
