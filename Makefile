@@ -29,7 +29,7 @@ lab: .venv/.lab-configured
 	.venv/bin/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --port $(PORT) --notebook-dir=nbs $(ROOT_ARGS) $(LAB_ARGS)
 
 nbtest: .venv/.installed
-	.venv/bin/nbdev_test --n_workers 2 --timing $(NBTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} .venv/bin/nbdev_test --n_workers 2 --timing $(NBTEST_ARGS)
 
 pytest: .venv/.lab-configured
 	.venv/bin/python -m pytest tests -q $(PYTEST_ARGS)

