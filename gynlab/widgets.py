@@ -19,7 +19,7 @@ import torch
 from .interpret import FAST_METHODS, METHODS, SIGNED_METHODS, attribute, is_segmenter
 
 # %% auto #0
-__all__ = ['overlay_rgba', 'View', 'Explorer']
+__all__ = ['overlay_rgba', 'View', 'Explorer', 'explain_image']
 
 # %% ../nbs/51_explorer.ipynb #879a775e
 def _lut(name: str) -> np.ndarray:
@@ -302,3 +302,57 @@ class Explorer:
         "Stop the background thread and close the widgets."
         if self._pool is not None: self._pool.shutdown(wait=False, cancel_futures=True)
         self.widget.close()
+
+# %% ../nbs/51_explorer.ipynb #017c5c73
+def explain_image(run, image, method: str = "gradcam", target=None, out=None, device=None, opacity: float = 0.6):
+    "Explain `image` with a trained run: (blended RGB uint8 array, probabilities, target index); writes a PNG to `out` if given."
+    import os, tempfile
+    from pathlib import Path
+    from PIL import Image
+    from gynlab.train import load_run, RunError, BadImageError
+    from gynlab.transforms import preprocess, denormalize
+    net, cfg = load_run(run, device)
+    classes = cfg["classes"]
+    try: x = preprocess(image, cfg["image_size"], cfg["channels"], cfg.get("mean"), cfg.get("std"))
+    except (OSError, ValueError) as e: raise BadImageError(f"{image}: cannot be read as an image ({e})") from None
+    dev = next(net.parameters()).device
+    with torch.no_grad(): probs = torch.softmax(net(x[None].to(dev)), 1)[0].cpu().numpy()
+    if target is None: t = int(probs.argmax())
+    elif str(target) in classes: t = classes.index(str(target))
+    elif str(target).isdigit() and int(target) < len(classes): t = int(target)
+    else: raise RunError(f"unknown class {target!r}: this run knows {', '.join(classes)}")
+    a = attribute(net, x.to(dev), target=t, method=method).detach().cpu().numpy()
+    shown = denormalize(x, cfg.get("mean"), cfg.get("std")).clamp(0, 1)
+    rgb = (shown.expand(3, -1, -1).permute(1, 2, 0).numpy() * 255).astype(np.float32)
+    ov = overlay_rgba(a, method in SIGNED_METHODS).astype(np.float32)
+    w = ov[..., 3:] / 255 * opacity
+    blend = (rgb * (1 - w) + ov[..., :3] * w).round().clip(0, 255).astype(np.uint8)
+    if out is not None:
+        out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent); os.close(fd)
+        try: Image.fromarray(blend).save(tmp); os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp): os.remove(tmp)
+    return blend, probs, t
+
+def _cmd_explain(a) -> int:
+    import json
+    from pathlib import Path
+    from gynlab.train import RunError
+    from gynlab.cli import CLIError
+    try: _, probs, t = explain_image(a.run, a.image, a.method, a.target, a.out, a.device)
+    except (RunError, KeyError, ValueError) as e: raise CLIError(str(e)) from None
+    classes = json.loads((Path(a.run) / "config.json").read_text())["classes"]
+    print(f"prediction: {classes[int(probs.argmax())]} ({probs.max():.3f}); explained class {classes[t]} with {a.method}; wrote {a.out}")
+    return 0
+
+def _add_cli(subparsers):
+    "Register `gynlab explain` (see `gynlab.cli`)."
+    p = subparsers.add_parser("explain", help="attribution overlay for one image and a trained classification run")
+    p.add_argument("--run", required=True, help="run folder written by `gynlab train`")
+    p.add_argument("--image", required=True, help="image file (any size and mode)")
+    p.add_argument("--method", default="gradcam", help="saliency, gradcam, integrated_gradients, occlusion, gradient_shap, smoothgrad, ...")
+    p.add_argument("--target", default=None, help="class name or index to explain (default: the predicted class)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_explain)

@@ -161,3 +161,23 @@ def test_segment_train_and_predict_masks_line_up(tmp_path):
     (src / "broken.png").write_bytes(b"not a png")
     p = gynlab("predict", "--run", "runs/seg", "--input", "in", "--out", "masks2", cwd=tmp_path)
     assert p.returncode == 2 and "broken.png" in p.stderr and not (tmp_path / "masks2").exists()
+
+
+def test_explain_writes_overlay_and_rejects_bad_input(run):
+    "`gynlab explain` on a trained run: an overlay PNG at the model's input size; bad class and corrupt image named."
+    d, r, _ = run
+    img = d / "cell.png"
+    Image.fromarray((np.random.default_rng(1).random((45, 70, 3)) * 255).astype("uint8")).save(img)
+    outs = {}
+    for method in ("gradcam", "saliency"):
+        p = gynlab("explain", "--run", r, "--image", img, "--method", method, "--out", d / f"ex_{method}.png", cwd=d)
+        assert p.returncode == 0, p.stderr
+        assert "prediction:" in p.stdout and method in p.stdout
+        outs[method] = np.asarray(Image.open(d / f"ex_{method}.png"))
+        assert outs[method].shape == (32, 32, 3)
+    assert not np.array_equal(outs["gradcam"], outs["saliency"])   # the method changes the overlay
+    p = gynlab("explain", "--run", r, "--image", img, "--target", "no-such-class", "--out", d / "x.png", cwd=d)
+    assert p.returncode == 2 and "no-such-class" in p.stderr and not (d / "x.png").exists()
+    (d / "bad.png").write_bytes(b"garbage")
+    p = gynlab("explain", "--run", r, "--image", d / "bad.png", "--out", d / "y.png", cwd=d)
+    assert p.returncode == 2 and "bad.png" in p.stderr and "Traceback" not in p.stderr and not (d / "y.png").exists()
