@@ -687,6 +687,8 @@ def load_run(run, device=None) -> tuple[nn.Module, dict]:
     for f in ("config.json", "model.safetensors"):
         if not (run / f).is_file(): raise RunError(f"{run} is not a complete gynlab run: {f} is missing (train one with `gynlab train ... --out {run}`)")
     cfg = json.loads((run / "config.json").read_text())
+    if cfg.get("task", "classify") != "classify":
+        raise RunError(f"{run} is a {cfg['task']} run, not a classifier: `gynlab predict` reads it; load it with gynlab.models.unet.load_segmenter")
     net = create(cfg["model"], len(cfg["classes"]), pretrained=False, in_channels=cfg["channels"])
     load_checkpoint(run / "model.safetensors", net)
     return net.to(get_device(device)).eval(), cfg

@@ -68,7 +68,7 @@ def test_hd95_matches_bruteforce_and_scipy(seed):
 
 
 def test_hd95_matches_monai():
-    monai_metrics = pytest.importorskip("monai.metrics", reason="MONAI not installed (optional cross-check)")
+    monai_metrics = pytest.importorskip("monai.metrics", reason="MONAI (a dev requirement) is not installed")
     import warnings
     rng = np.random.default_rng(7)
     for _ in range(5):

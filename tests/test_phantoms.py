@@ -224,9 +224,7 @@ def test_checkers():
 
 # --- registry integration -----------------------------------------------------------------------------------------
 def test_load_through_registry():
-    data = pytest.importorskip("gynlab.data", reason="gynlab.data (helper 'data') is not exported yet")
-    if not hasattr(data, "register") or not hasattr(data, "load"):
-        pytest.skip("gynlab.data has no register/load yet")
+    from gynlab import data
     cards = data.cards()
     for name in ("phantom-cytology", "phantom-pelvic-us", "phantom-uterus-mri", "phantom-cine"):
         assert name in cards and cards[name].real is False and cards[name].loader.startswith("gynlab.phantoms:")

@@ -161,6 +161,8 @@ def test_segment_train_and_predict_masks_line_up(tmp_path):
     (src / "broken.png").write_bytes(b"not a png")
     p = gynlab("predict", "--run", "runs/seg", "--input", "in", "--out", "masks2", cwd=tmp_path)
     assert p.returncode == 2 and "broken.png" in p.stderr and not (tmp_path / "masks2").exists()
+    p = gynlab("explain", "--run", "runs/seg", "--image", src / "wide.png", "--out", "ov.png", cwd=tmp_path)
+    assert p.returncode == 2 and "segment run" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_explain_writes_overlay_and_rejects_bad_input(run):
