@@ -30,8 +30,8 @@ from .exercises import exercise, Wrong, expect_close
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'get_device', 'seed_everything', 'probabilities', 'macro_auc', 'classification_metrics',
            'balanced_class_weights', 'History', 'save_weights', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
-           'fit', 'evaluate', 'predict', 'RunError', 'BadImageError', 'train_run', 'load_run', 'list_images',
-           'predict_folder', 'check_balanced_accuracy', 'check_train_step']
+           'fit', 'evaluate', 'predict', 'RunError', 'BadImageError', 'run_splits', 'train_run', 'load_run',
+           'list_images', 'predict_folder', 'check_balanced_accuracy', 'check_train_step']
 
 # %% ../nbs/11_training.ipynb #6f3e1d2f
 def get_device(device: str | torch.device | None = None) -> torch.device:
@@ -637,14 +637,9 @@ def _write_json(path: Path, obj):
     tmp.write_text(json.dumps(_nan_to_none(obj), indent=2, default=_json_default) + "\n")
     os.replace(tmp, path)
 
-def train_run(dataset: str, model: str = "smallcnn", out="runs/run", *, epochs: int = 5, image_size: int = 64,
-              channels: int = 3, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, device=None,
-              subset: int | None = None, pretrained: bool = True, class_weights=None, early_stopping: int | None = None,
-              resume: bool = False, num_workers: int = 0, data_root=None, progress: bool = True) -> History:
-    "Train a classifier on a gynlab dataset; write `out/model.safetensors`, `config.json`, `metrics.json`."
+def run_splits(dataset: str, *, image_size: int = 64, seed: int = 0, subset: int | None = None, data_root=None):
+    "(train, validation, name of the validation split) as `train_run` uses them; `gynlab.cad` re-creates a run's data with it."
     from gynlab.data import load, card
-    from gynlab.transforms import to_torch, _stats
-    from gynlab.models.pretrained import create, normalization
     c = card(dataset)
     if "classification" not in c.tasks: raise RunError(f"{dataset} has no classification task (tasks: {', '.join(c.tasks)})")
     kw = {"image_size": image_size}
@@ -656,6 +651,16 @@ def train_run(dataset: str, model: str = "smallcnn", out="runs/run", *, epochs: 
     if subset:
         train = train.shuffle(seed=seed).select(range(min(subset, len(train))))
         valid = valid.shuffle(seed=seed).select(range(min(subset, len(valid))))
+    return train, valid, vname
+
+def train_run(dataset: str, model: str = "smallcnn", out="runs/run", *, epochs: int = 5, image_size: int = 64,
+              channels: int = 3, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, device=None,
+              subset: int | None = None, pretrained: bool = True, class_weights=None, early_stopping: int | None = None,
+              resume: bool = False, num_workers: int = 0, data_root=None, progress: bool = True) -> History:
+    "Train a classifier on a gynlab dataset; write `out/model.safetensors`, `config.json`, `metrics.json`."
+    from gynlab.transforms import to_torch, _stats
+    from gynlab.models.pretrained import create, normalization
+    train, valid, vname = run_splits(dataset, image_size=image_size, seed=seed, subset=subset, data_root=data_root)
     classes = list(train.features["label"].names)
     mean, std = ([round(float(v), 6) for v in t.flatten()] for t in _stats(channels, *normalization(model, channels)))
     tr = to_torch(train, image_size, channels, "label", mean=mean, std=std)

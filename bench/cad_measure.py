@@ -1,0 +1,70 @@
+"""The CAD figures: MMOTU calibration and operating points, HC18 head circumference and gestational age.
+
+    python bench/cad_measure.py [--skip mmotu|hc18] [--epochs 5] [--image-size 128] [--seg-epochs 10] [--seg-size 96]
+
+MMOTU: EfficientNet-Lite0 fine-tuned (lesson 20 recipe), then `CADPipeline.calibrate` on the validation split for the
+`malignant` and `neoplasm` groupings at a target sensitivity of 0.9 (temperature and threshold cross-fitted over 2 folds;
+Wilson intervals for sensitivity/specificity, stratified bootstrap for AUC). HC18: U-Net, validation images segmented
+at their own resolution, HC from the ellipse fit vs the challenge's reference, and gestational age (Hadlock 1984) in
+days; the same fit applied to the reference masks gives the floor of the measurement itself.
+Runs are written under runs/bench-cad-* (git-ignored). CPU: about 10 minutes on 2 idle cores.
+"""
+import argparse, sys, time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from gynlab import cad  # noqa: E402
+from gynlab.data import load  # noqa: E402
+
+
+def mmotu(a):
+    from gynlab.train import train_run
+    run = ROOT / "runs" / "bench-cad-mmotu"
+    t0 = time.process_time()
+    train_run("mmotu", "efficientnet_lite0", run, epochs=a.epochs, image_size=a.image_size, progress=False)
+    print(f"trained EfficientNet-Lite0 {a.image_size} px, {a.epochs} epochs: {(time.process_time() - t0) / 60:.1f} CPU min")
+    pipe = cad.CADPipeline.from_run(run)
+    for g in ("malignant", "neoplasm"):
+        t0 = time.perf_counter()
+        s = pipe.calibrate(grouping_name=g, sensitivity=0.9)
+        print(cad.format_summary(s), f"\n({time.perf_counter() - t0:.0f} s)\n")
+    pipe.calibrate(grouping_name="malignant", sensitivity=0.9); pipe.save()
+
+
+def hc18(a):
+    from gynlab.models.unet import train_segmenter, load_segmenter, segment_image
+    from gynlab.metrics import head_circumference
+    run = ROOT / "runs" / "bench-cad-hc18"
+    t0 = time.process_time()
+    train_segmenter("hc18", epochs=a.seg_epochs, image_size=a.seg_size, out=run, progress=False)
+    print(f"trained U-Net {a.seg_size} px, {a.seg_epochs} epochs: {(time.process_time() - t0) / 60:.1f} CPU min")
+    net, cfg = load_segmenter(run)
+    pred, true, floor = [], [], []
+    for r in load("hc18")["validation"]:
+        px = r["pixel_size_mm"]
+        pred.append(cad.biometry_from_mask(segment_image(net, r["image"], cfg) == 1, px)["hc_mm"])
+        true.append(r["head_circumference_mm"])
+        floor.append(head_circumference(np.asarray(r["mask"]) > 0, px))
+    pred, true, floor = map(np.array, (pred, true, floor))
+    ga_p, ga_t = cad.hadlock_ga_weeks(pred), cad.hadlock_ga_weeks(true)
+    inr = ga_t >= cad.HADLOCK_RANGE_WEEKS[0]
+    err = pred - true
+    print(f"HC18 validation ({len(true)} images, segmented at full resolution):")
+    print(f"  HC mean absolute difference {np.mean(np.abs(err)):.1f} mm (median {np.median(np.abs(err)):.1f}, bias {np.mean(err):+.1f}); "
+          f"reference masks through the same fit: {np.mean(np.abs(floor - true)):.1f} mm")
+    print(f"  gestational age (Hadlock 1984), {inr.sum()} images of 14 weeks or more: mean absolute difference "
+          f"{7 * np.mean(np.abs(ga_p - ga_t)[inr]):.1f} days (median {7 * np.median(np.abs(ga_p - ga_t)[inr]):.1f}); "
+          f"{(~inr).sum()} earlier images outside the formula's range")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skip", action="append", default=[], choices=["mmotu", "hc18"])
+    ap.add_argument("--epochs", type=int, default=5); ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--seg-epochs", type=int, default=10); ap.add_argument("--seg-size", type=int, default=96)
+    a = ap.parse_args()
+    if "mmotu" not in a.skip: mmotu(a)
+    if "hc18" not in a.skip: hc18(a)
