@@ -281,3 +281,13 @@ def test_report_escapes_run_metadata(run, tmp_path):
 def test_report_needs_a_classifier(tmp_path):
     assert gynlab(["report", "--run", str(tmp_path / "missing"), "--image", "x.png", "--out", str(tmp_path / "r.html")]) == 2
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_and_biometry_name_the_wrong_kind_of_run(run, tmp_path, capsys):
+    seg = tmp_path / "seg"; seg.mkdir()
+    (seg / "config.json").write_text(json.dumps({"task": "segment"}))
+    assert gynlab(["report", "--run", str(seg), "--image", "x.png", "--out", str(tmp_path / "r.html")]) == 2
+    assert "gynlab biometry" in capsys.readouterr().err
+    img = tmp_path / "a.png"; Image.fromarray(np.zeros((30, 30), np.uint8)).save(img)
+    assert gynlab(["biometry", "--run", str(run), "--image", str(img), "--pixel-size", "0.2"]) == 2   # a classifier
+    assert "segmentation run" in capsys.readouterr().err
