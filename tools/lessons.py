@@ -37,6 +37,9 @@ SECTIONS = {"0": "Foundations", "1": "Networks and training", "2": "Transfer and
             "4": "Attention", "5": "Interpretability", "6": "Computer-aided diagnosis",
             "7": "Generative and sequence models", "8": "Responsible use", "9": "Tools"}
 START, END = "<!-- lesson-map:start -->", "<!-- lesson-map:end -->"
+# Pages that are not lessons (no number, no module): listed after the lessons in the sidebar when present in nbs/.
+PAGES = [("glossary", "Glossary"), ("instructor", "Instructor guide")]
+PAGES_SECTION = "Reference"
 
 
 def _src(cell) -> str:
@@ -103,6 +106,8 @@ def sidebar_yml() -> str:
             lines += [f"      - section: {s}", "        contents:"]
             section = s
         lines.append(f"          - {l['file']}")
+    pages = [f"{stem}.ipynb" for stem, _ in PAGES if (NBS / f"{stem}.ipynb").exists()]
+    if pages: lines += [f"      - section: {PAGES_SECTION}", "        contents:"] + [f"          - {p}" for p in pages]
     return "\n".join(lines) + "\n"
 
 

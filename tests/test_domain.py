@@ -1,0 +1,81 @@
+"Domain shift / adaptation: gradient reversal, AdaBN, is_doppler, bad input."
+import copy
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+from gynlab.domain import (DANN, adabn, accuracy, dann_lambda, doppler_fraction, flow_fractions, grad_reverse,
+                           handcrafted_features, is_doppler, scanner_shift, train_dann, check_grad_reverse)
+
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+
+
+def test_grad_reverse_flips_sign_exactly():
+    x = torch.randn(6, 5, requires_grad=True); w = torch.randn(6, 5)
+    (grad_reverse(x, 0.7) * w).sum().backward()
+    assert torch.equal(x.grad, -0.7 * w)
+    y = torch.randn(6, 5, requires_grad=True); (y * w).sum().backward()
+    assert torch.equal(x.grad, -0.7 * y.grad)
+
+
+def test_dann_lambda_schedule():
+    assert dann_lambda(0) == 0 and abs(dann_lambda(1) - (2 / (1 + np.exp(-10)) - 1)) < 1e-12
+    assert all(dann_lambda(a) < dann_lambda(b) for a, b in zip(np.linspace(0, 1, 10)[:-1], np.linspace(0, 1, 10)[1:]))
+
+
+def test_adabn_changes_only_bn_stats_and_helps_on_a_shift():
+    from gynlab.domain import images_to_tensor
+    from gynlab.phantoms import phantom_pelvic_us
+    src, tgt = phantom_pelvic_us(n=500, image_size=64, seed=5), phantom_pelvic_us(n=300, image_size=64, seed=6)
+    xs, ys = images_to_tensor(src["train"], 64)
+    xt = scanner_shift(images_to_tensor(tgt["train"], 64)[0], seed=1)
+    xtt, ytt = images_to_tensor(tgt["test"], 64); xtt = scanner_shift(xtt, seed=2)
+    m = DANN(1, 3)
+    train_dann(m, xs, ys, epochs=12, seed=0)
+    before = accuracy(m, xtt, ytt)
+    a = adabn(copy.deepcopy(m), xt)
+    sd0, sd1 = m.state_dict(), a.state_dict()
+    changed = {k for k in sd0 if not torch.equal(sd0[k], sd1[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var")) for k in changed)
+    assert accuracy(a, xtt, ytt) > before + 0.2, (before, accuracy(a, xtt, ytt))
+
+
+def test_adabn_needs_batchnorm_and_data():
+    with pytest.raises(ValueError, match="BatchNorm"): adabn(nn.Linear(3, 2), torch.randn(4, 3))
+    with pytest.raises(ValueError, match="no target"): adabn(DANN(1, 2, width=4, depth=2), [])
+
+
+def test_is_doppler_synthetic():
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.integers(0, 255, (100, 120), dtype=np.uint8)[..., None], 3, -1)
+    annotated = grey.copy(); annotated[40:43, 10:30] = (230, 220, 40); annotated[2:8, 90:118] = (60, 60, 220)
+    coloured = annotated.copy(); coloured[50:60, 50:60] = (220, 30, 30); coloured[70:80, 60:70] = (30, 60, 230)
+    assert not is_doppler(grey) and not is_doppler(annotated) and is_doppler(coloured)
+    assert is_doppler(Image.fromarray(coloured)) and not is_doppler(Image.fromarray(grey).convert("L"))
+    r, b = flow_fractions(coloured)
+    assert r > 0 and b > 0 and doppler_fraction(coloured) == pytest.approx(r + b)
+    assert not is_doppler(coloured, threshold=0.5)
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(ValueError, match="HxWx3"): is_doppler(np.zeros((5, 5, 7), np.uint8))
+    with pytest.raises(ValueError, match="uint8"): doppler_fraction(np.zeros((5, 5, 3)))
+    with pytest.raises(ValueError, match="B,C,H,W"): scanner_shift(torch.rand(1, 8, 8))
+    with pytest.raises(ValueError, match="N,1,H,W"): handcrafted_features(torch.rand(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="target images"):
+        train_dann(DANN(1, 2, width=4, depth=2), torch.rand(4, 1, 8, 8), torch.zeros(4).long(), torch.rand(4, 1, 9, 9))
+
+
+def test_exercise_checker_rejects_wrong_answer():
+    assert not check_grad_reverse(lambda x, l: x)
+    assert check_grad_reverse(lambda x, l: grad_reverse(x, l))
+
+
+@pytest.mark.skipif(not (DATA / "mmotu_otu2d").is_dir(), reason="real MMOTU data (../shared/data/mmotu_otu2d) absent")
+def test_is_doppler_on_mmotu_counts():
+    from gynlab.domain import mmotu_doppler_table
+    tab = mmotu_doppler_table(DATA)
+    n = sum(v[1] for v in tab.values())
+    assert 0.10 * len(tab) < n < 0.20 * len(tab), n     # ~14.7 % of the full set is colour Doppler (216/1469)
