@@ -18,7 +18,7 @@ def student_copy(src: Path, dst: Path) -> int:
     nb = json.loads(Path(src).read_text(encoding="utf-8"))
     out = strip_solutions(nb)
     # the hidden `nbdev_export()` cell is for authors: in a handed-out copy (no settings.ini) it would only fail
-    out["cells"] = [c for c in out["cells"] if "nbdev_export" + "(" not in "".join(c.get("source", ""))]
+    out["cells"] = [c for c in out["cells"] if not (c.get("cell_type") == "code" and "nbdev_export" + "(" in "".join(c.get("source", "")))]
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_text(json.dumps(out, sort_keys=True, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return len(nb["cells"]) - len(out["cells"])
