@@ -7,7 +7,7 @@ MMOTU: EfficientNet-Lite0 fine-tuned (lesson 20 recipe), then `CADPipeline.calib
 Wilson intervals for sensitivity/specificity, stratified bootstrap for AUC). HC18: U-Net, validation images segmented
 at their own resolution, HC from the ellipse fit vs the challenge's reference, and gestational age (Hadlock 1984) in
 days; the same fit applied to the reference masks gives the floor of the measurement itself.
-Runs are written under runs/bench-cad-* (git-ignored). CPU: about 10 minutes on 2 idle cores.
+Runs are written under runs/bench-cad-* (git-ignored); --reuse measures an earlier call's runs again. CPU: about 10 minutes on 2 idle cores.
 """
 import argparse, sys, time
 from pathlib import Path
@@ -23,9 +23,11 @@ from gynlab.data import load  # noqa: E402
 def mmotu(a):
     from gynlab.train import train_run
     run = ROOT / "runs" / "bench-cad-mmotu"
-    t0 = time.process_time()
-    train_run("mmotu", "efficientnet_lite0", run, epochs=a.epochs, image_size=a.image_size, progress=False)
-    print(f"trained EfficientNet-Lite0 {a.image_size} px, {a.epochs} epochs: {(time.process_time() - t0) / 60:.1f} CPU min")
+    if a.reuse and (run / "model.safetensors").exists(): print(f"reusing {run}")
+    else:
+        t0 = time.process_time()
+        train_run("mmotu", "efficientnet_lite0", run, epochs=a.epochs, image_size=a.image_size, progress=False)
+        print(f"trained EfficientNet-Lite0 {a.image_size} px, {a.epochs} epochs: {(time.process_time() - t0) / 60:.1f} CPU min")
     pipe = cad.CADPipeline.from_run(run)
     for g in ("malignant", "neoplasm"):
         t0 = time.perf_counter()
@@ -38,17 +40,27 @@ def hc18(a):
     from gynlab.models.unet import train_segmenter, load_segmenter, segment_image
     from gynlab.metrics import head_circumference
     run = ROOT / "runs" / "bench-cad-hc18"
-    t0 = time.process_time()
-    train_segmenter("hc18", epochs=a.seg_epochs, image_size=a.seg_size, out=run, progress=False)
-    print(f"trained U-Net {a.seg_size} px, {a.seg_epochs} epochs: {(time.process_time() - t0) / 60:.1f} CPU min")
+    if a.reuse and (run / "model.safetensors").exists(): print(f"reusing {run}")
+    else:
+        t0 = time.process_time()
+        train_segmenter("hc18", epochs=a.seg_epochs, image_size=a.seg_size, out=run, progress=False)
+        print(f"trained U-Net {a.seg_size} px, {a.seg_epochs} epochs: {(time.process_time() - t0) / 60:.1f} CPU min")
     net, cfg = load_segmenter(run)
-    pred, true, floor = [], [], []
-    for r in load("hc18")["validation"]:
-        px = r["pixel_size_mm"]
-        pred.append(cad.biometry_from_mask(segment_image(net, r["image"], cfg) == 1, px)["hc_mm"])
-        true.append(r["head_circumference_mm"])
-        floor.append(head_circumference(np.asarray(r["mask"]) > 0, px))
-    pred, true, floor = map(np.array, (pred, true, floor))
+    def measure(split, with_floor=True):
+        pred, true, floor = [], [], []
+        for r in split:
+            px = r["pixel_size_mm"]
+            pred.append(cad.biometry_from_mask(segment_image(net, r["image"], cfg) == 1, px)["hc_mm"])
+            true.append(r["head_circumference_mm"])
+            floor.append(head_circumference(np.asarray(r["mask"]) > 0, px) if with_floor else np.nan)
+        return map(np.array, (pred, true, floor))
+    dd = load("hc18")
+    tp, tt, _ = measure(dd["train"], with_floor=False)
+    offset = float(np.mean(tp - tt))                      # the systematic over-estimate, learnt on training images only
+    pred, true, floor = measure(dd["validation"])
+    e2 = pred - offset - true
+    print(f"bias learnt on the {len(tt)} training images: {offset:+.1f} mm; validation HC mean absolute difference after "
+          f"subtracting it {np.mean(np.abs(e2)):.1f} mm (median {np.median(np.abs(e2)):.1f})")
     ga_p, ga_t = cad.hadlock_ga_weeks(pred), cad.hadlock_ga_weeks(true)
     inr = ga_t >= cad.HADLOCK_RANGE_WEEKS[0]
     err = pred - true
@@ -65,6 +77,7 @@ if __name__ == "__main__":
     ap.add_argument("--skip", action="append", default=[], choices=["mmotu", "hc18"])
     ap.add_argument("--epochs", type=int, default=5); ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--seg-epochs", type=int, default=10); ap.add_argument("--seg-size", type=int, default=96)
+    ap.add_argument("--reuse", action="store_true", help="use the runs of an earlier call instead of training again")
     a = ap.parse_args()
     if "mmotu" not in a.skip: mmotu(a)
     if "hc18" not in a.skip: hc18(a)
