@@ -30,8 +30,8 @@ class UnknownDataset(DataError, KeyError):
     "A dataset name that is not in the registry; the message lists the known names."
     def __str__(self): return str(self.args[0]) if self.args else ""
 
-class DatasetNotFound(DataError):
-    "A registered dataset whose files are in none of the places `load` searched."
+class DatasetNotFound(DataError, FileNotFoundError):
+    "A registered dataset whose files are in none of the places `load` searched (also a `FileNotFoundError`)."
 
 class DownloadError(DataError):
     "A download that failed (no network, HTTP error, wrong checksum)."
