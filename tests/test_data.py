@@ -55,6 +55,8 @@ def test_missing_dataset_says_where_and_what(monkeypatch, tmp_path, gynlab_cache
     for part in ["$GYNLAB_DATA: (not set)", "../shared/data", "user cache", str(gynlab_cache / "herlev"),
                  "root=", "GYNLAB_DATA", gd.card("herlev").source, "New database pictures"]:
         assert part in msg, part
+    # the lessons fall back to phantoms with `except FileNotFoundError`: a missing dataset must be one
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, gd.DataError)
 
 
 def test_search_order_explicit_root_then_env(monkeypatch, tmp_path, gynlab_cache):
