@@ -46,20 +46,16 @@ def hc18(a):
         train_segmenter("hc18", epochs=a.seg_epochs, image_size=a.seg_size, out=run, progress=False)
         print(f"trained U-Net {a.seg_size} px, {a.seg_epochs} epochs: {(time.process_time() - t0) / 60:.1f} CPU min")
     net, cfg = load_segmenter(run)
-    def measure(split, with_floor=True):
-        pred, true, floor = [], [], []
-        for r in split:
-            px = r["pixel_size_mm"]
-            pred.append(cad.biometry_from_mask(segment_image(net, r["image"], cfg) == 1, px)["hc_mm"])
-            true.append(r["head_circumference_mm"])
-            floor.append(head_circumference(np.asarray(r["mask"]) > 0, px) if with_floor else np.nan)
-        return map(np.array, (pred, true, floor))
-    dd = load("hc18")
-    tp, tt, _ = measure(dd["train"], with_floor=False)
-    offset = float(np.mean(tp - tt))                      # the systematic over-estimate, learnt on training images only
-    pred, true, floor = measure(dd["validation"])
-    e2 = pred - offset - true
-    print(f"bias learnt on the {len(tt)} training images: {offset:+.1f} mm; validation HC mean absolute difference after "
+    pred, true, floor = [], [], []
+    for r in load("hc18")["validation"]:
+        px = r["pixel_size_mm"]
+        pred.append(cad.biometry_from_mask(segment_image(net, r["image"], cfg) == 1, px)["hc_mm"])
+        true.append(r["head_circumference_mm"])
+        floor.append(head_circumference(np.asarray(r["mask"]) > 0, px))
+    pred, true, floor = map(np.array, (pred, true, floor))
+    off = cad.fit_hc_offset(run)                         # the systematic over-estimate, learnt on training images only
+    e2 = pred - off["hc_offset_mm"] - true
+    print(f"bias learnt on the {off['n']} training images: {off['hc_offset_mm']:+.1f} mm; validation HC mean absolute difference after "
           f"subtracting it {np.mean(np.abs(e2)):.1f} mm (median {np.median(np.abs(e2)):.1f})")
     ga_p, ga_t = cad.hadlock_ga_weeks(pred), cad.hadlock_ga_weeks(true)
     inr = ga_t >= cad.HADLOCK_RANGE_WEEKS[0]

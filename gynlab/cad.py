@@ -26,8 +26,8 @@ __all__ = ['GROUPINGS', 'HADLOCK_RANGE_WEEKS', 'reliability_bins', 'expected_cal
            'fit_temperature', 'softmax_t', 'reliability_diagram', 'grouping', 'group_scores', 'threshold_for',
            'wilson_interval', 'operating_point', 'stratified_bootstrap', 'roc_pr', 'entropy', 'mc_dropout',
            'referral_curve', 'CaseResult', 'CADPipeline', 'format_summary', 'plot_roc_pr', 'model_card_facts',
-           'render_report', 'write_report', 'hadlock_ga_weeks', 'format_ga', 'biometry_from_mask', 'biometry',
-           'check_ece', 'check_threshold', 'check_hadlock']
+           'render_report', 'write_report', 'hadlock_ga_weeks', 'format_ga', 'biometry_from_mask', 'hc_offset',
+           'biometry', 'fit_hc_offset', 'check_ece', 'check_threshold', 'check_hadlock']
 
 # %% ../nbs/60_cad.ipynb #e73e1565
 def _as_np(a) -> np.ndarray:
@@ -589,24 +589,66 @@ def biometry_from_mask(mask, pixel_size_mm: float) -> dict:
     m = np.asarray(mask)
     if m.ndim != 2: raise ValueError(f"a skull mask must be 2-D (H, W), got shape {m.shape}")
     if not m.any(): raise ValueError("the skull mask is empty: no head was found in this image")
-    hc = head_circumference(m > 0, pixel_size_mm)
+    return _biometry_of_hc(head_circumference(m > 0, pixel_size_mm), pixel_size_mm)
+
+def _biometry_of_hc(hc: float, pixel_size_mm: float) -> dict:
     ga = hadlock_ga_weeks(hc)
     lo, hi = HADLOCK_RANGE_WEEKS
     return {"hc_mm": hc, "ga_weeks": ga, "ga": format_ga(ga), "in_range": bool(lo <= ga <= hi), "pixel_size_mm": pixel_size_mm,
             "formula": "Hadlock et al., Radiology 1984;152:497-501"}
 
-def biometry(image, pixel_size_mm: float, run, device=None) -> dict:
-    "Segment the skull in `image` with a segmentation run, then `biometry_from_mask` (at the image's own resolution)."
+def hc_offset(run) -> float | None:
+    "The systematic HC offset (mm) learnt for a segmentation run by `fit_hc_offset`, or None."
+    f = Path(run) / "biometry.json"
+    if not f.exists(): return None
+    try: return float(json.loads(f.read_text())["hc_offset_mm"])
+    except (ValueError, KeyError, TypeError) as e: raise ValueError(f"{f} is corrupt ({e}): delete it or run `gynlab calibrate --run {run}` again") from None
+
+def biometry(image, pixel_size_mm: float, run, device=None, correct: bool = True) -> dict:
+    "Segment the skull in `image` with a segmentation run, then `biometry_from_mask`; subtracts the run's learnt HC offset if any."
     from gynlab.models.unet import load_segmenter, segment_image
     net, cfg = load_segmenter(run, device)
     mask = segment_image(net, _open_image(image), cfg, device)
-    return {**biometry_from_mask(mask == 1, pixel_size_mm), "mask": mask}
+    b = biometry_from_mask(mask == 1, pixel_size_mm)
+    off = hc_offset(run) if correct else None
+    if off is not None and b["hc_mm"] - off > 0:
+        b = {**_biometry_of_hc(b["hc_mm"] - off, pixel_size_mm), "hc_mm_uncorrected": b["hc_mm"], "hc_offset_mm": off}
+    return {**b, "mask": mask}
+
+# %% ../nbs/60_cad.ipynb #23c90ffa
+def fit_hc_offset(run, split=None, *, limit: int | None = None, device=None, data_root=None) -> dict:
+    "Mean (model HC − reference HC) over the run's training images (or `split`); written to run/biometry.json."
+    from gynlab.models.unet import load_segmenter, segment_image
+    net, cfg = load_segmenter(run, device)
+    if split is None:
+        from gynlab.data import load
+        split = load(cfg["dataset"], root=data_root)["train"]
+    missing = [c for c in ("pixel_size_mm", "head_circumference_mm") if c not in split.column_names]
+    if missing: raise ValueError(f"{cfg.get('dataset', 'this dataset')} has no reference head circumference to learn an offset from (no {', '.join(missing)} column)")
+    if limit: split = split.select(range(min(limit, len(split))))
+    diffs, failed = [], 0
+    for r in split:
+        m = segment_image(net, r["image"], cfg, device) == 1
+        if not m.any(): failed += 1; continue
+        diffs.append(biometry_from_mask(m, r["pixel_size_mm"])["hc_mm"] - r["head_circumference_mm"])
+    if not diffs: raise ValueError("the model found no skull in any of these images: no offset can be learnt")
+    d = {"hc_offset_mm": float(np.mean(diffs)), "sd_mm": float(np.std(diffs)), "n": len(diffs), "no_skull_found": failed,
+         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _atomic_write(Path(run) / "biometry.json", json.dumps(d, indent=2) + "\n")
+    return d
 
 # %% ../nbs/60_cad.ipynb #ae2699b1
 def _cmd_calibrate(a) -> int:
     from gynlab.cli import CLIError
     from gynlab.train import RunError
+    from gynlab.train import _run_task
     try:
+        if _run_task(a.run) == "segment":
+            d = fit_hc_offset(a.run, device=a.device, data_root=a.data_root)
+            print(f"HC offset {d['hc_offset_mm']:+.2f} mm (SD {d['sd_mm']:.2f}) over {d['n']} training images"
+                  + (f"; no skull found in {d['no_skull_found']}" if d["no_skull_found"] else "")
+                  + f"\nwrote {Path(a.run) / 'biometry.json'}: `gynlab biometry --run {a.run}` now subtracts it")
+            return 0
         pipe = CADPipeline.from_run(a.run, a.device)
         s = pipe.calibrate(grouping_name=a.grouping, sensitivity=None if a.specificity is not None else a.sensitivity,
                            specificity=a.specificity, refer_fraction=a.refer, folds=a.folds, data_root=a.data_root)
@@ -645,13 +687,16 @@ def _cmd_biometry(a) -> int:
     if a.json: print(json.dumps(_json_safe(b)))
     else:
         flag = "" if b["in_range"] else f"  (outside the formula's {HADLOCK_RANGE_WEEKS[0]:.0f}-{HADLOCK_RANGE_WEEKS[1]:.0f} weeks: extrapolated)"
+        if "hc_offset_mm" in b:
+            print(f"(the run's systematic offset of {b['hc_offset_mm']:+.1f} mm, learnt on training images, is subtracted; uncorrected {b['hc_mm_uncorrected']:.1f} mm)")
         print(f"head circumference {b['hc_mm']:.1f} mm\ngestational age {b['ga']} ({b['ga_weeks']:.1f} weeks; {b['formula']}){flag}\nnot for clinical use")
     return 0
 
 def _add_cli(subparsers):
     "Register `gynlab calibrate`, `gynlab report` and `gynlab biometry` (see `gynlab.cli`)."
-    p = subparsers.add_parser("calibrate", help="fit temperature, operating point and referral cut-off of a run on its validation split")
-    p.add_argument("--run", required=True, help="classification run folder written by `gynlab train`")
+    p = subparsers.add_parser("calibrate", help="classifier: temperature, operating point, referral cut-off (validation split); "
+                                              "segmenter: HC offset (training split)")
+    p.add_argument("--run", required=True, help="run folder written by `gynlab train` (classification, or segmentation on hc18)")
     p.add_argument("--grouping", default=None, help="referral grouping (mmotu: malignant, neoplasm)")
     p.add_argument("--sensitivity", type=float, default=0.9, help="target sensitivity of the operating point (default 0.9)")
     p.add_argument("--specificity", type=float, default=None, help="target specificity instead of sensitivity")

@@ -291,3 +291,41 @@ def test_report_and_biometry_name_the_wrong_kind_of_run(run, tmp_path, capsys):
     img = tmp_path / "a.png"; Image.fromarray(np.zeros((30, 30), np.uint8)).save(img)
     assert gynlab(["biometry", "--run", str(run), "--image", str(img), "--pixel-size", "0.2"]) == 2   # a classifier
     assert "segmentation run" in capsys.readouterr().err
+
+
+def test_hc_offset_learnt_and_subtracted(tmp_path, monkeypatch, capsys):
+    "A segmenter that draws every skull 3 px too wide: the offset is learnt on 'training' images and removed."
+    import datasets
+    import gynlab.models.unet as unet
+    px = 0.25
+    def ellipse(h, w, a, b): return _ellipse_mask(h, w, a, b)
+    def ramanujan(a, b): return math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
+    axes = [(80, 50), (100, 70), (60, 45)]
+    split = datasets.Dataset.from_dict({
+        "image": [Image.fromarray(ellipse(270, 400, a, b).astype(np.uint8) * 255) for a, b in axes],
+        "pixel_size_mm": [px] * 3, "head_circumference_mm": [ramanujan(a * px, b * px) for a, b in axes]})
+    def fake_segment(net, im, cfg, device=None):       # the true ellipse grown by 3 px on each semi-axis
+        m = np.asarray(im.convert("L")) > 0; ys, xs = np.nonzero(m)
+        a, b = (xs.max() - xs.min() + 1) / 2, (ys.max() - ys.min() + 1) / 2
+        return ellipse(*m.shape, a + 3, b + 3).astype(np.uint8)
+    monkeypatch.setattr(unet, "load_segmenter", lambda run, device=None: (None, {"dataset": "hc18"}))
+    monkeypatch.setattr(unet, "segment_image", fake_segment)
+    run = tmp_path / "seg"; run.mkdir()
+    assert cad.hc_offset(run) is None
+    d = cad.fit_hc_offset(run, split)
+    from gynlab.metrics import head_circumference
+    expect = np.mean([head_circumference(fake_segment(None, r["image"], None) > 0, px) - r["head_circumference_mm"] for r in split])
+    assert d["n"] == 3 and d["hc_offset_mm"] == pytest.approx(expect, rel=1e-9)
+    assert 2 * math.pi * 3 * px < d["hc_offset_mm"] < 2 * math.pi * 4 * px     # grown by 3 px (+ rasterisation): ≈ 2π·3.5 px
+    assert json.loads((run / "biometry.json").read_text())["hc_offset_mm"] == d["hc_offset_mm"]
+    img = tmp_path / "case.png"; split[1]["image"].save(img)
+    b = cad.biometry(img, px, run)
+    assert b["hc_mm"] == pytest.approx(b["hc_mm_uncorrected"] - d["hc_offset_mm"])
+    assert abs(b["hc_mm"] - split[1]["head_circumference_mm"]) < abs(b["hc_mm_uncorrected"] - split[1]["head_circumference_mm"]) / 3
+    assert "hc_mm_uncorrected" not in cad.biometry(img, px, run, correct=False)
+    assert gynlab(["biometry", "--run", str(run), "--image", str(img), "--pixel-size", str(px)]) == 0
+    assert "subtracted" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no reference head circumference"):
+        cad.fit_hc_offset(run, split.remove_columns("head_circumference_mm"))
+    (run / "biometry.json").write_text("{oops")
+    with pytest.raises(ValueError, match="biometry.json is corrupt"): cad.biometry(img, px, run)
