@@ -150,6 +150,8 @@ def group_scores(probs, classes: list[str], positive: list[str]) -> np.ndarray:
 def threshold_for(y, score, sensitivity: float | None = None, specificity: float | None = None) -> float:
     "Highest threshold reaching `sensitivity` (or lowest reaching `specificity`) for the decision score >= threshold."
     if (sensitivity is None) == (specificity is None): raise ValueError("give exactly one of sensitivity= or specificity=")
+    target = sensitivity if sensitivity is not None else specificity
+    if not 0 < target <= 1: raise ValueError(f"a target {'sensitivity' if sensitivity is not None else 'specificity'} is a fraction in (0, 1], got {target}")
     y, s = _as_np(y).astype(int).reshape(-1), _as_np(score).astype(float).reshape(-1)
     if len(np.unique(y)) < 2: raise ValueError("choosing a threshold needs both positive and negative cases")
     fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
@@ -318,8 +320,12 @@ def _calibrate(self: CADPipeline, split=None, *, grouping_name: str | None = Non
                specificity: float | None = None, refer_fraction: float = 0.1, folds: int = 2, mc: int = 20,
                n_resamples: int = 1000, seed: int = 0, data_root=None) -> dict:
     "Choose temperature, threshold and referral cut-off on validation data (default: the run's); returns the honest numbers."
-    if split is None: split = _run_splits(self.config, data_root)[1]
+    if not 0 <= refer_fraction < 1: raise ValueError(f"refer_fraction is the share of cases to refer, in [0, 1), got {refer_fraction}")
+    if folds < 2: raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
     if specificity is not None: sensitivity = None
+    for name, v in (("sensitivity", sensitivity), ("specificity", specificity)):
+        if v is not None and not 0 < v <= 1: raise ValueError(f"target {name} is a fraction in (0, 1], got {v}")
+    if split is None: split = _run_splits(self.config, data_root)[1]
     g = grouping(self.config["dataset"], grouping_name, self.classes)
     z, y = self.logits(split)
     yb = np.isin(np.array(self.classes)[y.numpy()], g["positive"]).astype(int)

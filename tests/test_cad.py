@@ -94,6 +94,7 @@ def test_threshold_for_targets():
     t = cad.threshold_for(y, s, specificity=0.9)
     assert (s[y == 0] < t).mean() >= 0.9
     with pytest.raises(ValueError, match="exactly one"): cad.threshold_for(y, s)
+    with pytest.raises(ValueError, match="fraction in"): cad.threshold_for(y, s, sensitivity=90)
     with pytest.raises(ValueError, match="both positive and negative"): cad.threshold_for(np.ones(5), np.random.rand(5), sensitivity=0.9)
 
 
@@ -209,6 +210,9 @@ def test_calibrate_saves_and_reloads(run, tmp_path):
     for f in ("config.json", "model.safetensors"): (tmp_path / "r" / f).write_bytes((run / f).read_bytes())
     with pytest.raises(ValueError, match="cad.json is corrupt"): cad.CADPipeline.from_run(tmp_path / "r")
     with pytest.raises(KeyError, match="unknown grouping"): pipe.calibrate(grouping_name="nonsense")
+    for kw, msg in [(dict(sensitivity=1.5), "sensitivity is a fraction"), (dict(refer_fraction=1.0), "refer_fraction"),
+                    (dict(folds=1), "at least 2 folds")]:
+        with pytest.raises(ValueError, match=msg): pipe.calibrate(**kw)
 
 
 def test_report_is_self_contained_and_escaped(run, tmp_path):
