@@ -15,13 +15,11 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .exercises import exercise, Wrong, expect_close
 
 # %% auto #0
 __all__ = ['CALIPER_YELLOW', 'dhash', 'hamming', 'caliper_mask', 'mark_measures', 'has_calipers', 'draw_caliper', 'plant_marks',
            'hide_marks', 'Audit', 'audit', 'mark_association', 'plant_shortcut', 'hidden_gap', 'phantom_shortcut',
-           'shortcut_gap', 'subgroup_report', 'model_card_data', 'model_card', 'check_near_pairs',
-           'check_caliper_detector', 'check_group_sensitivity']
+           'shortcut_gap', 'subgroup_report', 'model_card_data', 'model_card']
 
 # %% ../nbs/80_responsible.ipynb #df8bb8d8
 def _as_pil(img, what: str = "image") -> Image.Image:
@@ -438,64 +436,3 @@ def model_card(run_dir, intended_use: str | None = None, subgroups=None, limitat
     md = "\n".join(L) + "\n"
     if fmt == "markdown": return md
     return f"<!doctype html><meta charset='utf-8'><title>Model card</title><pre style='white-space:pre-wrap'>{escape(md)}</pre>"
-
-# %% ../nbs/80_responsible.ipynb #0cec7f7c
-@exercise("audit-near-pairs")
-def check_near_pairs(fn):
-    "Checker: `fn(hashes, max_distance)` returns the set of index pairs (i < j) at Hamming distance <= max_distance."
-    rng = np.random.default_rng(3)
-    H = rng.random((30, 64)) < 0.5
-    H[7] = H[2]; H[20] = H[11]; H[20, :3] ^= True; H[25] = H[11]; H[25, :9] ^= True
-    want = {(i, j) for i, j, _ in _near_pairs(H, 4)}
-    got = fn(H, 4)
-    if got is None: raise Wrong("your function returned None: did you forget to `return` the set?")
-    try: got = {tuple(int(v) for v in p) for p in got}
-    except TypeError: raise Wrong("return a set (or list) of (i, j) pairs of integers.")
-    if any(i >= j for i, j in got): raise Wrong("each pair must have i < j (and no image is paired with itself).",
-                                                "loop over j in range(i + 1, N)")
-    if got - want: raise Wrong(f"{len(got - want)} pair(s) are too far apart, e.g. {sorted(got - want)[0]}",
-                               "the distance is the number of differing bits: `(H[i] != H[j]).sum()`")
-    if want - got: raise Wrong(f"you missed {len(want - got)} pair(s), e.g. {sorted(want - got)[0]}", "is the test `<=`?")
-    if fn(H, 0) is None or {tuple(map(int, p)) for p in fn(H, 0)} != {(2, 7)}: raise Wrong("with max_distance=0 only exact copies should pair.")
-    return "correct: these pairs are what `audit` lists, computed there with a matrix product instead of a loop."
-
-# %% ../nbs/80_responsible.ipynb #0c8c2b07
-@exercise("audit-caliper-detector")
-def check_caliper_detector(fn):
-    "Checker: `fn(rgb_uint8) -> bool` detects yellow caliper crosses, ignores clean images and grey crosses."
-    from gynlab.phantoms import phantom_pelvic_us
-    rng = np.random.default_rng(7)
-    imgs = [np.asarray(r["image"].convert("RGB")) for r in phantom_pelvic_us(n=16, image_size=96, seed=5)["train"]][:10]
-    cases = []
-    for k, a in enumerate(imgs):
-        y, x = (int(v) for v in rng.integers(8, 88, 2))
-        cases += [("a clean image", a, False), ("an image with a yellow cross", draw_caliper(a, y, x, 4), True),
-                  ("an image with a bright grey cross", draw_caliper(a, y, x, 4, colour=(230, 230, 230)), False)]
-    wrong = {}
-    for what, a, want in cases:
-        got = fn(a.copy())
-        if not isinstance(got, (bool, np.bool_)): raise Wrong(f"return True or False, got {type(got).__name__}")
-        if bool(got) != want: wrong[what] = wrong.get(what, 0) + 1
-    if wrong:
-        raise Wrong("wrong on " + ", ".join(f"{n} x {w}" for w, n in wrong.items()) + f" (of {len(imgs)} each).",
-                    "yellow means red and green high, blue low: compare min(R, G) with B")
-    return "correct: a colour rule is enough here; real overlays also come in white and blue (see the limits of `caliper_mask`)."
-
-# %% ../nbs/80_responsible.ipynb #d3dc1bf7
-@exercise("audit-group-sensitivity")
-def check_group_sensitivity(fn):
-    "Checker: `fn(y_true, y_pred, groups)` returns {group: sensitivity} for binary labels."
-    from sklearn.metrics import recall_score
-    rng = np.random.default_rng(11)
-    y = rng.integers(0, 2, 60); g = rng.choice(["Doppler", "grey-scale", "calipers"], 60)
-    p = np.where(rng.random(60) < 0.7, y, 1 - y)
-    got = fn(y, p, g)
-    if not isinstance(got, Mapping): raise Wrong(f"return a dict {{group: sensitivity}}, got {type(got).__name__}")
-    if set(map(str, got)) != set(g): raise Wrong(f"the groups are {sorted(set(g))}, you returned {sorted(map(str, got))}")
-    for k in sorted(set(map(str, g))):
-        want = recall_score(y[g == k], p[g == k])
-        if math.isclose(float(got[k]), float(((p == 1) & (g == k)).sum() / (g == k).sum()), abs_tol=1e-9) and not math.isclose(float(got[k]), want):
-            raise Wrong(f"for {k} you computed the share predicted positive among all cases, not among the positives.",
-                        "sensitivity = TP / (TP + FN): only cases with y_true == 1 count")
-        expect_close(got[k], want, f"the sensitivity of group {k!r}", hint="recall_score(y_true[sel], y_pred[sel])")
-    return "correct: this is the `sensitivity` column of `subgroup_report`, which adds counts and bootstrap intervals."

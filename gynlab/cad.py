@@ -19,7 +19,6 @@ from scipy import stats
 from sklearn.metrics import roc_curve, roc_auc_score, precision_recall_curve, average_precision_score
 from sklearn.model_selection import StratifiedKFold, KFold
 
-from .exercises import exercise, Wrong, expect_close
 
 # %% auto #0
 __all__ = ['GROUPINGS', 'HADLOCK_RANGE_WEEKS', 'reliability_bins', 'expected_calibration_error', 'TemperatureScaler',
@@ -27,7 +26,7 @@ __all__ = ['GROUPINGS', 'HADLOCK_RANGE_WEEKS', 'reliability_bins', 'expected_cal
            'wilson_interval', 'operating_point', 'stratified_bootstrap', 'roc_pr', 'entropy', 'mc_dropout',
            'referral_curve', 'CaseResult', 'CADPipeline', 'format_summary', 'plot_roc_pr', 'model_card_facts',
            'render_report', 'write_report', 'hadlock_ga_weeks', 'format_ga', 'biometry_from_mask', 'hc_offset',
-           'biometry', 'fit_hc_offset', 'check_ece', 'check_threshold', 'check_hadlock']
+           'biometry', 'fit_hc_offset']
 
 # %% ../nbs/60_cad.ipynb #e73e1565
 def _as_np(a) -> np.ndarray:
@@ -722,36 +721,3 @@ def _add_cli(subparsers):
     p.add_argument("--mask", default=None, help="use this skull mask instead of a model")
     p.add_argument("--json", action="store_true"); p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_biometry)
-
-# %% ../nbs/60_cad.ipynb #61eee89f
-@exercise("cad-ece")
-def check_ece(fn):
-    "Your `fn(probs, labels, n_bins)` must return the top-label expected calibration error."
-    rng = np.random.default_rng(1)
-    p = rng.dirichlet(np.ones(4) * 0.5, 400); y = rng.integers(0, 4, 400)
-    for bins in (5, 15):
-        expect_close(float(fn(p, y, bins)), expected_calibration_error(p, y, bins), f"ECE with {bins} bins",
-                     hint="weight each bin's |accuracy − confidence| by (cases in the bin) / (all cases); confidence is the top-class probability")
-    return "your ECE matches on random predictions with 5 and 15 bins"
-
-@exercise("cad-threshold")
-def check_threshold(fn):
-    "Your `fn(y, score, target_sensitivity)` must return the highest threshold whose sensitivity reaches the target."
-    rng = np.random.default_rng(2)
-    y = rng.integers(0, 2, 200); s = rng.random(200) * 0.6 + 0.4 * y
-    for tgt in (0.8, 0.95):
-        t = float(fn(y, s, tgt))
-        sens = ((s >= t) & (y == 1)).sum() / (y == 1).sum()
-        if sens < tgt - 1e-9: raise Wrong(f"at your threshold {t:.3f} the sensitivity is {sens:.3f}, below the target {tgt}",
-                                           "decide 'positive' when score >= threshold; lower the threshold")
-        expect_close(t, threshold_for(y, s, sensitivity=tgt), f"the threshold for sensitivity {tgt}",
-                     hint="among thresholds reaching the target, take the highest (it gives the best specificity)")
-    return "your thresholds reach the target sensitivity with the best specificity possible"
-
-@exercise("cad-hadlock")
-def check_hadlock(fn):
-    "Your `fn(hc_mm)` must return gestational age in weeks with Hadlock's 1984 formula."
-    for hc in (120.0, 250.0, 330.0):
-        expect_close(float(fn(hc)), hadlock_ga_weeks(hc), f"GA for HC {hc:.0f} mm", rtol=1e-6,
-                     hint="the formula takes HC in centimetres: divide the millimetres by 10")
-    return "your formula agrees with Hadlock 1984 from the second trimester to term"

@@ -13,10 +13,9 @@ import types
 from contextlib import redirect_stdout, redirect_stderr
 from io import StringIO
 from pathlib import Path
-from .exercises import exercise, Wrong
 
 # %% auto #0
-__all__ = ['CLIError', 'data_list', 'data_info', 'build_parser', 'main', 'check_add_cli']
+__all__ = ['CLIError', 'data_list', 'data_info', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #5ae571a1
 _COMMAND_MODULES = ["gynlab.data", "gynlab.phantoms", "gynlab.train", "gynlab.interpret", "gynlab.widgets", "gynlab.cad"]
@@ -160,23 +159,3 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug: raise
         print(f"gynlab: error: {_err_text(e)}", file=sys.stderr); return 2
     return res if isinstance(res, int) else 0
-
-# %% ../nbs/90_cli.ipynb #1de7d1d1
-@exercise("cli-count")
-def check_add_cli(add_cli):
-    "Checker: `add_cli(subparsers)` registers a `count` command printing the number of dataset cards."
-    from gynlab.data import cards
-    mod = types.ModuleType("gynlab_exercise_cmd"); mod._add_cli = add_cli
-    sys.modules[mod.__name__] = mod
-    try:
-        parser = build_parser([mod.__name__])
-        try:
-            with redirect_stderr(StringIO()): args = parser.parse_args(["count"])
-        except SystemExit: raise Wrong("no `count` command was registered.", "call `subparsers.add_parser('count')`") from None
-        if not hasattr(args, "func"): raise Wrong("`count` has no `func`.", "use `p.set_defaults(func=...)`")
-        buf = StringIO()
-        with redirect_stdout(buf): args.func(args)
-    finally: del sys.modules[mod.__name__]
-    got = buf.getvalue().strip()
-    if got != str(len(cards())): raise Wrong(f"`gynlab count` printed {got!r}, expected {len(cards())}.")
-    return "correct: that is all a lesson module needs to add a command."

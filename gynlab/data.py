@@ -16,11 +16,10 @@ from PIL import Image as PILImage, ImageDraw, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['MMOTU_CLASSES', 'MMOTU_PALETTE', 'SIPAKMED_CLASSES', 'HERLEV_CLASSES', 'BINARY_CLASSES', 'DOPPLER_THRESHOLD',
-           'check_split_leakage', 'DataError', 'UnknownDataset', 'DatasetNotFound', 'DownloadError', 'DatasetCard',
-           'register', 'cards', 'card', 'card_table', 'cache_dir', 'clear_cache', 'data_roots', 'find_data', 'load',
-           'validate', 'colour_mask_to_index', 'fill_outline', 'grouped_split', 'split_overlap', 'colour_fraction',
-           'load_mmotu', 'load_hc18', 'load_isbi2014', 'load_sipakmed', 'load_herlev', 'make_fixture', 'download',
-           'check_grouped_split', 'check_colour_mask', 'check_doppler']
+           'DataError', 'UnknownDataset', 'DatasetNotFound', 'DownloadError', 'DatasetCard', 'register', 'cards',
+           'card', 'card_table', 'cache_dir', 'clear_cache', 'data_roots', 'find_data', 'load', 'validate',
+           'colour_mask_to_index', 'fill_outline', 'grouped_split', 'split_overlap', 'colour_fraction', 'load_mmotu',
+           'load_hc18', 'load_isbi2014', 'load_sipakmed', 'load_herlev', 'make_fixture', 'download']
 
 # %% ../nbs/00_data.ipynb #4f7fb1a6
 class DataError(ValueError):
@@ -808,67 +807,3 @@ def download(url: str, dest, sha256: str | None = None, timeout: float = 30, pro
             raise DownloadError(f"{url}: sha256 mismatch (expected {sha256.lower()}, got {got}); the file was removed, nothing was kept")
     os.replace(part, dest)
     return dest
-
-# %% ../nbs/00_data.ipynb #73c1c3c0
-from .exercises import Wrong, exercise, expect_equal
-
-@exercise("data-grouped-split")
-def check_grouped_split(fn):
-    "Checker: `fn(groups, val_fraction, seed) -> (train_idx, val_idx)` is a leak-free grouped split."
-    rng = np.random.default_rng(5)
-    groups = [f"exam{g:03d}" for g in rng.integers(0, 40, 150)]
-    res = fn(groups, 0.25, 0)
-    if res is None: raise Wrong("your function returned None: did you forget `return`?")
-    tr, va = res
-    tr, va = [int(i) for i in tr], [int(i) for i in va]
-    if sorted(tr + va) != list(range(len(groups))):
-        raise Wrong("train and validation together must contain every row index exactly once.",
-                    "return indices (0..len(groups)-1), not the group names")
-    both = {groups[i] for i in tr} & {groups[i] for i in va}
-    if both: raise Wrong(f"{len(both)} group(s) appear in both splits, e.g. {sorted(both)[:3]}: that is the leak.",
-                         "choose validation *groups* first, then take every row of those groups")
-    n_val = len({groups[i] for i in va}); n_all = len(set(groups))
-    if abs(n_val / n_all - 0.25) > 0.1: raise Wrong(f"{n_val} of {n_all} groups went to validation; expected about 25%.")
-    tr2, va2 = fn(groups, 0.25, 0)
-    if sorted(map(int, va2)) != sorted(va): raise Wrong("the same seed gave a different split: seed your shuffle.")
-    return "correct: whole exams go to one side, so validation frames are from exams the model never saw."
-
-check_split_leakage = check_grouped_split  # the name used in the exercises lesson
-
-# %% ../nbs/00_data.ipynb #353a3e29
-@exercise("data-colour-mask")
-def check_colour_mask(fn):
-    "Checker: `fn(rgb, palette)` turns an MMOTU colour mask into an (H, W) array of class indices."
-    rng = np.random.default_rng(1)
-    want = rng.integers(0, 9, (7, 11))
-    lut = {v: k for k, v in MMOTU_PALETTE.items()}
-    rgb = np.array([[lut[v] for v in row] for row in want], np.uint8)
-    got = fn(rgb, MMOTU_PALETTE)
-    if got is None: raise Wrong("your function returned None: did you forget `return`?")
-    got = np.asarray(got)
-    expect_equal(got.shape, want.shape, "the shape of the index mask", hint="one index per pixel: drop the colour axis")
-    if not np.array_equal(got, want):
-        raise Wrong(f"{int((got != want).sum())} of {want.size} pixels have the wrong index.",
-                    "compare all three channels at once, e.g. `(rgb == colour).all(-1)`")
-    return "correct: that is how MMOTU masks become class indices a segmentation model can learn from."
-
-# %% ../nbs/00_data.ipynb #77e7c3ac
-def _fake_us(rng, doppler=False, calipers=False):
-    g = rng.integers(0, 120, (64, 64)).astype(np.uint8)
-    a = np.stack([g, g, g], -1)
-    if calipers: a[10, 5:12] = a[5:16, 8] = (255, 255, 0)
-    if doppler: a[20:34, 20:30] = (200, 20, 20); a[36:44, 30:40] = (20, 40, 220)
-    return a
-
-@exercise("data-doppler")
-def check_doppler(fn):
-    "Checker: `fn(rgb) -> bool` tells colour Doppler frames from grey-scale ones (with or without calipers)."
-    rng = np.random.default_rng(3)
-    for d, c in [(False, False), (False, True), (True, False), (True, True)]:
-        got = fn(_fake_us(rng, d, c))
-        if got is None: raise Wrong("your function returned None: did you forget `return`?")
-        if bool(got) != d:
-            what = "a Doppler frame" if d else ("a grey-scale frame with yellow calipers" if c else "a grey-scale frame")
-            raise Wrong(f"{what} was classified as {'Doppler' if got else 'not Doppler'}.",
-                        "count strongly red or blue pixels (one channel well above the other two), not any colour")
-    return "correct. Now check how the Doppler flag spreads over the classes: a model could use it as a shortcut."

@@ -12,14 +12,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from .exercises import Wrong, exercise, expect_close
 from .train import get_device
 
 # %% auto #0
 __all__ = ['DOPPLER_MIN_FRACTION', 'FEATURE_NAMES', 'flow_fractions', 'doppler_fraction', 'is_doppler', 'mmotu_doppler_table',
            'gaussian_blur', 'scanner_shift', 'images_to_tensor', 'GradReverse', 'grad_reverse', 'dann_lambda', 'DANN',
            'train_dann', 'accuracy', 'adabn', 'handcrafted_features', 'mmotu_doppler_split', 'domain_gap',
-           'phantom_gap', 'check_grad_reverse', 'check_dann_lambda', 'check_bn_count']
+           'phantom_gap']
 
 # %% ../nbs/21_domain.ipynb #5c27fe49
 def _rgb_array(image, max_side: int = 256) -> np.ndarray:
@@ -266,39 +265,3 @@ def phantom_gap(seed: int = 0, image_size: int = 64, epochs: int = 12, device=No
     r["handcrafted_source"] = float(clf.score(handcrafted_features(xs_test), ys_test.numpy()))
     r["handcrafted_target"] = float(clf.score(handcrafted_features(xtt), ytt.numpy()))
     return r
-
-# %% ../nbs/21_domain.ipynb #9b6242f3
-@exercise("domain-grad-reverse")
-def check_grad_reverse(fn):
-    "Checker: `fn(x, lambd)` is a gradient reversal layer: identity forward, gradient × −lambd backward."
-    x = torch.randn(5, 3, requires_grad=True)
-    y = fn(x, 0.3)
-    if not torch.is_tensor(y): raise Wrong(f"your layer returned {type(y).__name__}, expected a tensor.")
-    if y.shape != x.shape or not torch.allclose(y, x): raise Wrong("the forward pass must return x unchanged (identity).")
-    w = torch.randn(5, 3); (y * w).sum().backward()
-    if x.grad is None: raise Wrong("no gradient reached x: did you detach it?")
-    if torch.allclose(x.grad, w): raise Wrong("the gradient came back unchanged: it must be reversed (multiplied by −lambd).",
-                                              "write a torch.autograd.Function whose backward returns -ctx.lambd * grad")
-    expect_close(x.grad.numpy(), (-0.3 * w).numpy(), "the gradient that reached x", hint="−lambd × incoming gradient")
-    return "correct: forward identity, backward −λ·grad — the whole of DANN's trick."
-
-@exercise("domain-dann-lambda")
-def check_dann_lambda(fn):
-    "Checker: `fn(p)` is the DANN schedule 2/(1+exp(−10p))−1 for training progress p in [0, 1]."
-    ps = [0.0, 0.1, 0.25, 0.5, 1.0]
-    got = [fn(p) for p in ps]
-    if any(g is None for g in got): raise Wrong("your function returned None: did you forget to `return`?")
-    if abs(got[0]) > 1e-6: raise Wrong(f"λ at the start (p=0) should be 0, got {got[0]:.3g}.", "the domain loss must enter gently")
-    if not all(a < b for a, b in zip(got, got[1:])): raise Wrong("λ should rise steadily with training progress p.")
-    expect_close(got, [dann_lambda(p) for p in ps], "λ at p = 0, 0.1, 0.25, 0.5, 1", rtol=1e-3, hint="2 / (1 + exp(-10 p)) - 1")
-    return "correct: λ rises from 0 to ≈1 in an S-curve."
-
-@exercise("domain-adabn-layers")
-def check_bn_count(n, model=None):
-    "Checker: `n` is the number of tensors AdaBN changes in `DANN()` (each BatchNorm layer's running mean and var)."
-    model = model or DANN()
-    want = 2 * sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if n == sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise Wrong(f"{n} is the number of BatchNorm layers; AdaBN changes two tensors in each.")
-    if n != want: raise Wrong(f"{n} is not right.", "count the BatchNorm layers: model.modules(); each has running_mean and running_var")
-    return f"correct: {want} tensors — the weights, biases and BN affine parameters stay as trained."

@@ -14,13 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .exercises import Wrong, exercise, expect_close
 
 # %% auto #0
 __all__ = ['METHODS', 'FAST_METHODS', 'SIGNED_METHODS', 'lesson_cnn', 'is_segmenter', 'gradcam_layer', 'SegmentationScore',
            'attribute', 'attribution_in_mask', 'plot_attributions', 'perturbation_curve', 'curve_auc',
-           'randomized_copy', 'rank_correlation', 'sanity_check', 'attention_rollout', 'rollout_map', 'check_saliency',
-           'check_deletion_auc']
+           'randomized_copy', 'rank_correlation', 'sanity_check', 'attention_rollout', 'rollout_map']
 
 # %% ../nbs/50_interpret.ipynb #2f54b946
 _LESSON_CACHE: dict = {}
@@ -309,40 +307,3 @@ def rollout_map(attn_maps: Sequence[torch.Tensor], grid: tuple[int, int], image_
     m = r.reshape(-1, 1, *grid)
     if image_size is not None: m = F.interpolate(m, size=image_size, mode="bilinear", align_corners=False)
     return m[:, 0]
-
-# %% ../nbs/50_interpret.ipynb #13e4e848
-@exercise("interpret-saliency")
-def check_saliency(fn):
-    "Checker: `fn(model, x, target)` returns |∂ logit_target / ∂ x| summed over channels, (B, H, W)."
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)).eval()
-    x, target = torch.randn(2, 3, 8, 8), torch.tensor([0, 2])
-    got = fn(model, x.clone(), target)
-    if got is None: raise Wrong("your function returned None: did you forget to `return`?")
-    got = torch.as_tensor(got).detach()
-    want = attribute(model, x, target, "saliency")
-    if got.shape == (2, 3, 8, 8): raise Wrong("your map still has the channel axis (B, C, H, W).", "sum over dim 1")
-    expect_close(got.shape, want.shape, "the shape of your map")
-    if torch.allclose(got, attribute(model, x, target, "saliency", abs=False), atol=1e-6) and not torch.allclose(got, want, atol=1e-6):
-        raise Wrong("your map has negative values: saliency takes the absolute value of the gradient first.", "take .abs() before summing the channels")
-    if torch.allclose(got, attribute(model, x, target, "saliency", abs=False).abs(), atol=1e-6) and not torch.allclose(got, want, atol=1e-6):
-        raise Wrong("you took the absolute value after summing the channels; take it before.")
-    expect_close(got.numpy(), want.numpy(), "your saliency map", rtol=1e-4, atol=1e-6,
-                 hint="one backward pass of logits[range(B), target].sum(), then x.grad.abs().sum(1)")
-    return "correct: you have just written Captum's Saliency (Simonyan et al. 2014)."
-
-# %% ../nbs/50_interpret.ipynb #839f485a
-@exercise("interpret-deletion-auc")
-def check_deletion_auc(fn):
-    "Checker: `fn(fractions, probs)` returns the trapezoid-rule area under the curve probs(fractions)."
-    from sklearn.metrics import auc
-    cases = [(np.linspace(0, 1, 11), np.linspace(1, 0, 11) ** 2),
-             (np.array([0, 0.05, 0.1, 0.3, 0.6, 1.0]), np.array([0.9, 0.7, 0.4, 0.2, 0.1, 0.1]))]
-    for fr, p in cases:
-        got = fn(fr.copy(), p.copy())
-        if got is None: raise Wrong("your function returned None: did you forget to `return`?")
-        if np.isclose(float(got), p.mean()) and not np.isclose(p.mean(), auc(fr, p)):
-            raise Wrong("you returned the mean of the probabilities: that ignores the spacing of the fractions.",
-                        "sum the trapezoids: (x[i+1]-x[i]) * (y[i]+y[i+1]) / 2")
-        expect_close(float(got), auc(fr, p), f"the area for fractions {np.round(fr, 2).tolist()}", hint="np.trapezoid(probs, fractions)")
-    return "correct: a lower deletion AUC means the map found the pixels the model needs."

@@ -8,10 +8,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .exercises import exercise, Wrong, expect_close
 
 # %% auto #0
-__all__ = ['dice', 'iou', 'boundary', 'surface_distances', 'hd95', 'per_class_scores', 'segmentation_metrics', 'ellipse_perimeter', 'largest_component', 'fit_ellipse', 'head_circumference', 'check_dice', 'check_hc_from_diameters']
+__all__ = ['dice', 'iou', 'boundary', 'surface_distances', 'hd95', 'per_class_scores', 'segmentation_metrics', 'ellipse_perimeter', 'largest_component', 'fit_ellipse', 'head_circumference']
 
 # %% ../nbs/31_seg_metrics.ipynb #5028179b
 def _binary(m, what: str = "mask") -> np.ndarray:
@@ -113,29 +112,3 @@ def head_circumference(mask, pixel_size_mm: float = 1.0, clean: bool = True) -> 
     if not m.any(): return float("nan")
     e = fit_ellipse(m, pixel_size_mm)
     return ellipse_perimeter(e["a"], e["b"])
-
-# %% ../nbs/31_seg_metrics.ipynb #413ea39e
-@exercise("seg-dice")
-def check_dice(fn):
-    "Checker: `fn(pred, truth)` returns the Dice coefficient of two binary masks (1.0 if both are empty)."
-    rng = np.random.default_rng(1)
-    for _ in range(5):
-        p, t = rng.random((16, 16)) > 0.5, rng.random((16, 16)) > 0.6
-        expect_close(fn(p, t), dice(p, t), "Dice of two random masks", hint="2 * (p & t).sum() / (p.sum() + t.sum())")
-    one = np.zeros((8, 8), bool); one[3, 3] = True
-    expect_close(fn(one, one), 1.0, "Dice of a one-pixel object with itself")
-    z = np.zeros((8, 8), bool)
-    expect_close(fn(one, z), 0.0, "Dice when the truth is empty but the prediction is not")
-    g = fn(z, z)
-    if g is None or not np.isfinite(g): raise Wrong(f"Dice of two empty masks is {g}: 0/0 needs a rule.", "both empty means nothing to find and nothing found: return 1.0")
-    expect_close(g, 1.0, "Dice of two empty masks", hint="both empty means the model correctly found nothing: return 1.0")
-    return "correct: Dice is the F1 score of the foreground pixels, with 1.0 for two empty masks."
-
-# %% ../nbs/31_seg_metrics.ipynb #83163997
-@exercise("hc-ramanujan")
-def check_hc_from_diameters(fn):
-    "Checker: `fn(bpd_mm, ofd_mm)` gives the head circumference (mm) by Ramanujan's ellipse perimeter."
-    expect_close(fn(80.0, 80.0), np.pi * 80, "HC of a round head of diameter 80 mm", rtol=1e-3, hint="a circle's perimeter is pi x diameter")
-    expect_close(fn(70.0, 90.0), ellipse_perimeter(45, 35), "HC for BPD 70 mm, OFD 90 mm", rtol=1e-3,
-                 hint="Ramanujan's formula takes the semi-axes a = OFD/2 and b = BPD/2")
-    return "correct: this is the HC the ultrasound machine reports from the two calipers."

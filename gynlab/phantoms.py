@@ -10,7 +10,6 @@ from typing import Callable
 
 import numpy as np
 from scipy import ndimage, sparse
-from .exercises import Wrong, exercise, expect_close
 
 # %% auto #0
 __all__ = ['PHANTOM_KINDS', 'MIN_SIZE', 'MAX_SIZE', 'CYTOLOGY_CLASSES', 'BETHESDA', 'CYTOLOGY_PARAMS', 'CYTOLOGY_FOV_UM',
@@ -18,7 +17,7 @@ __all__ = ['PHANTOM_KINDS', 'MIN_SIZE', 'MAX_SIZE', 'CYTOLOGY_CLASSES', 'BETHESD
            'MRI_FOV_MM', 'CINE_CLASSES', 'PHANTOM_LOADERS', 'sample_rng', 'star_q', 'polygon_q', 'star_box',
            'slide_stain', 'cytology_cell', 'to_polar', 'scan_convert', 'rayleigh_speckle', 'pelvic_us', 'uterus_mri',
            'cine_loop', 'phantom_cytology', 'phantom_pelvic_us', 'phantom_uterus_mri', 'phantom_cine',
-           'phantom_dataset', 'check_nc_ratio', 'check_speckle', 'check_area_threshold']
+           'phantom_dataset']
 
 # %% ../nbs/01_phantoms.ipynb #330a8410
 PHANTOM_KINDS = ("cytology", "pelvic-us", "uterus-mri", "cine")
@@ -605,55 +604,3 @@ def _register_cards() -> bool:
     return True
 
 _register_cards()
-
-# %% ../nbs/01_phantoms.ipynb #362a72ce
-@exercise("phantoms-nc-ratio")
-def check_nc_ratio(fn):
-    "Checker: `fn(nucleus_mask, cytoplasm_mask)` returns the N/C ratio (nucleus area / whole-cell area) of one cell."
-    for i, cls in enumerate(CYTOLOGY_CLASSES):
-        d = cytology_cell(sample_rng(123, "cytology", i), cls, nuisance=False)
-        nuc, cell = d["nucleus_mask"], d["cytoplasm_mask"]
-        got = fn(nuc.copy(), cell.copy())
-        if got is None: raise Wrong("your function returned None: did you forget to `return` the ratio?")
-        if np.isclose(float(got), nuc.sum() / (cell.sum() - nuc.sum())):
-            raise Wrong(f"for a {cls} cell you divided by the cytoplasm *without* the nucleus.",
-                        "here `cytoplasm_mask` covers the whole cell, nucleus included (as in the ISBI 2014 masks): divide by its area")
-        expect_close(got, d["features"]["nc_ratio"], f"the N/C ratio of a {cls} cell",
-                     hint="count pixels: `nucleus_mask.sum() / cytoplasm_mask.sum()`")
-    return "correct: the N/C ratio is a pixel count ratio, so it does not depend on the pixel size."
-
-# %% ../nbs/01_phantoms.ipynb #61731b51
-@exercise("phantoms-speckle")
-def check_speckle(fn):
-    "Checker: `fn(amplitude, rng)` returns a Rayleigh-speckled envelope with E[env²] = amplitude² (no PSF needed)."
-    a = np.full((256, 256), 2.0, np.float32)
-    env = fn(a, np.random.default_rng(0))
-    if env is None: raise Wrong("your function returned None: did you forget to `return` the envelope?")
-    env = np.asarray(env, dtype=float)
-    if env.shape != a.shape: raise Wrong(f"the envelope has shape {env.shape}, expected the amplitude's shape {a.shape}.")
-    if (env < 0).any(): raise Wrong("an envelope is a magnitude |z|, it can never be negative.", "take np.abs (or np.hypot) of a complex number")
-    snr = env.mean() / env.std()
-    if abs(snr - 1.913) > 0.1:
-        raise Wrong(f"the speckle SNR (mean/std) of a uniform region is {snr:.2f}; fully developed speckle gives 1.91.",
-                    "the envelope is the magnitude of a *complex* Gaussian: two independent normals, real and imaginary part")
-    expect_close((env ** 2).mean(), 4.0, "the mean squared envelope for amplitude 2", rtol=0.05,
-                 hint="scale each of the two normals by amplitude / sqrt(2)")
-    zero = np.asarray(fn(np.zeros((8, 8), np.float32), np.random.default_rng(1)), dtype=float)
-    if np.abs(zero).max() > 1e-6: raise Wrong("zero amplitude (no scatterers, e.g. fluid) should give a zero envelope: speckle is multiplicative.")
-    if np.allclose(fn(a, np.random.default_rng(1)), env): raise Wrong("two different random generators gave the same speckle: use the `rng` argument.")
-    return f"correct: speckle SNR {snr:.2f} ≈ 1.91, the signature of fully developed (Rayleigh) speckle."
-
-# %% ../nbs/01_phantoms.ipynb #dc8aa05f
-@exercise("phantoms-area-threshold")
-def check_area_threshold(threshold):
-    "Checker: a nucleus-area threshold (µm²) that separates NILM (below) from SIL (at or above) on fresh phantoms."
-    try: t = float(threshold)
-    except (TypeError, ValueError): raise Wrong(f"the threshold should be a number of µm², got {type(threshold).__name__}.")
-    cells = [cytology_cell(sample_rng(77, "cytology", i), None, nuisance=False) for i in range(300)]
-    area = np.array([d["features"]["nucleus_area_um2"] for d in cells])
-    sil = np.array([d["bethesda"] > 0 for d in cells])
-    acc = ((area >= t) == sil).mean()
-    if acc < 0.9:
-        raise Wrong(f"with a threshold of {t:.1f} µm² the accuracy on 300 new cells is {acc:.1%}; aim for at least 90%.",
-                    "look at the per-class nucleus areas in the training split and put the threshold between NILM and SIL")
-    return f"correct: accuracy {acc:.1%} on 300 new cells with one number. Real cells overlap far more — see the Limits section."

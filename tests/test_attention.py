@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from gynlab.models import attention as A
 from gynlab.interpret import attention_rollout, rollout_map
+from gynlab.exercises import attention as XA
 
 
 def test_se_block_shape_and_range():
@@ -174,15 +175,15 @@ def test_attention_unet_training_reduces_loss():
 
 def test_checkers_accept_right_and_reject_wrong():
     right = lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1) @ v
-    assert A.check_sdpa(right)
-    no_scale = A.check_sdpa(lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v)
+    assert XA.check_sdpa(right)
+    no_scale = XA.check_sdpa(lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v)
     assert not no_scale and "√d" in str(no_scale)
-    assert not A.check_sdpa(lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-2) @ v)
-    assert A.check_n_tokens(lambda s, p: (s // p) ** 2 + 1)
-    assert "class token" in str(A.check_n_tokens(lambda s, p: (s // p) ** 2))
+    assert not XA.check_sdpa(lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-2) @ v)
+    assert XA.check_n_tokens(lambda s, p: (s // p) ** 2 + 1)
+    assert "class token" in str(XA.check_n_tokens(lambda s, p: (s // p) ** 2))
     good = lambda x, w1, b1, w2, b2: torch.sigmoid(F.relu(x.mean((2, 3)) @ w1.T + b1) @ w2.T + b2)
-    assert A.check_se_weights(good)
-    assert not A.check_se_weights(lambda x, w1, b1, w2, b2: F.relu(x.mean((2, 3)) @ w1.T + b1) @ w2.T + b2)
+    assert XA.check_se_weights(good)
+    assert not XA.check_se_weights(lambda x, w1, b1, w2, b2: F.relu(x.mean((2, 3)) @ w1.T + b1) @ w2.T + b2)
 
 
 def test_make_classifier():

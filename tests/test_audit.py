@@ -10,6 +10,7 @@ from PIL import Image
 
 from gynlab import audit as A
 from gynlab.phantoms import phantom_pelvic_us
+from gynlab.exercises import responsible as XR
 
 
 @pytest.fixture(scope="module")
@@ -229,15 +230,15 @@ def test_hidden_gap_measures_a_mark_reading_model():
 def test_exercise_checkers_accept_solutions_and_reject_wrong_answers():
     def near_pairs(H, d):
         return {(i, j) for i in range(len(H)) for j in range(i + 1, len(H)) if (H[i] != H[j]).sum() <= d}
-    assert A.check_near_pairs(near_pairs)
-    assert not A.check_near_pairs(lambda H, d: {(i, j) for i in range(len(H)) for j in range(i + 1, len(H)) if (H[i] != H[j]).sum() < d})
+    assert XR.check_near_pairs(near_pairs)
+    assert not XR.check_near_pairs(lambda H, d: {(i, j) for i in range(len(H)) for j in range(i + 1, len(H)) if (H[i] != H[j]).sum() < d})
     detect = lambda a: bool(((np.minimum(a[..., 0].astype(int), a[..., 1]) - a[..., 2]) > 60).sum() >= 5)
-    assert A.check_caliper_detector(detect)
-    assert not A.check_caliper_detector(lambda a: True)
+    assert XR.check_caliper_detector(detect)
+    assert not XR.check_caliper_detector(lambda a: True)
     from sklearn.metrics import recall_score
     sens = lambda y, p, g: {k: recall_score(np.asarray(y)[np.asarray(g) == k], np.asarray(p)[np.asarray(g) == k]) for k in set(g)}
-    assert A.check_group_sensitivity(sens)
-    fb = A.check_group_sensitivity(lambda y, p, g: {k: float((np.asarray(p)[np.asarray(g) == k] == 1).mean()) for k in set(g)})
+    assert XR.check_group_sensitivity(sens)
+    fb = XR.check_group_sensitivity(lambda y, p, g: {k: float((np.asarray(p)[np.asarray(g) == k] == 1).mean()) for k in set(g)})
     assert not fb and "among all cases" in fb.message
 
 

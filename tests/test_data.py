@@ -14,6 +14,7 @@ from PIL import Image
 
 import gynlab.data as gd
 from gynlab.data import DataError, DatasetNotFound, DownloadError, UnknownDataset
+from gynlab.exercises import data as XD
 
 
 def fixture(name, tmp_path, **kw):
@@ -410,10 +411,10 @@ def test_download_http_error_and_offline(server, tmp_path):
 
 # ---------------------------------------------------------------- exercises
 def test_exercise_checkers_accept_right_and_reject_wrong():
-    assert gd.check_colour_mask(lambda rgb, pal: gd.colour_mask_to_index(rgb, pal))
-    assert not gd.check_colour_mask(lambda rgb, pal: rgb[..., 0])
+    assert XD.check_colour_mask(lambda rgb, pal: gd.colour_mask_to_index(rgb, pal))
+    assert not XD.check_colour_mask(lambda rgb, pal: rgb[..., 0])
     ok = lambda g, f, s: tuple(map(list, (gd.grouped_split(g, {"t": 1 - f, "v": f}, s).values())))
-    assert gd.check_grouped_split(ok)
-    assert not gd.check_grouped_split(lambda g, f, s: (list(range(0, len(g), 2)), list(range(1, len(g), 2))))
-    assert gd.check_doppler(lambda a: gd.colour_fraction(a) > gd.DOPPLER_THRESHOLD)
-    assert not gd.check_doppler(lambda a: True)
+    assert XD.check_grouped_split(ok)
+    assert not XD.check_grouped_split(lambda g, f, s: (list(range(0, len(g), 2)), list(range(1, len(g), 2))))
+    assert XD.check_doppler(lambda a: gd.colour_fraction(a) > gd.DOPPLER_THRESHOLD)
+    assert not XD.check_doppler(lambda a: True)

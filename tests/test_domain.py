@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 from gynlab.domain import (DANN, adabn, accuracy, dann_lambda, doppler_fraction, flow_fractions, grad_reverse,
-                           handcrafted_features, is_doppler, scanner_shift, train_dann, check_grad_reverse)
+                           handcrafted_features, is_doppler, scanner_shift, train_dann)
+from gynlab.exercises.domain import check_grad_reverse
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from gynlab import phantoms
 from gynlab.models import generative as gen
+from gynlab.exercises import generative as XG
 
 
 def _pair(seed, shape):
@@ -160,15 +161,15 @@ def test_augmentation_trial_reports_consistent_numbers():
 
 def test_exercise_checkers_accept_right_and_reject_wrong():
     F = torch.nn.functional
-    assert gen.check_psnr(lambda x, y: 10 * torch.log10(1 / ((x - y) ** 2).mean()))
-    assert not gen.check_psnr(lambda x, y: ((x - y) ** 2).mean())
-    assert gen.check_anomaly_score(lambda m, x: ((m(x) - x) ** 2).flatten(1).mean(1))
-    bad = gen.check_anomaly_score(lambda m, x: ((m(x) - x) ** 2).mean())
+    assert XG.check_psnr(lambda x, y: 10 * torch.log10(1 / ((x - y) ** 2).mean()))
+    assert not XG.check_psnr(lambda x, y: ((x - y) ** 2).mean())
+    assert XG.check_anomaly_score(lambda m, x: ((m(x) - x) ** 2).flatten(1).mean(1))
+    bad = XG.check_anomaly_score(lambda m, x: ((m(x) - x) ** 2).mean())
     assert not bad and "one score per image" in str(bad)
     good = lambda r, f: (F.binary_cross_entropy_with_logits(r, torch.ones_like(r))
                          + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f)))
-    assert gen.check_d_loss(good)
-    assert not gen.check_d_loss(lambda r, f: good(f, r))
+    assert XG.check_d_loss(good)
+    assert not XG.check_d_loss(lambda r, f: good(f, r))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

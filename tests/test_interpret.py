@@ -12,6 +12,7 @@ import captum.attr as ca
 
 from gynlab import interpret as gi
 from gynlab.interpret import attribute, METHODS
+from gynlab.exercises import interpret as XI
 
 try:
     from gynlab.models.cnn import SmallCNN
@@ -207,12 +208,12 @@ def test_sanity_check_direction(trained):
 
 
 def test_checkers():
-    assert gi.check_deletion_auc(lambda f, p: float(np.trapezoid(p, f)) if hasattr(np, "trapezoid") else float(np.trapz(p, f)))
-    assert not gi.check_deletion_auc(lambda f, p: p.mean())
+    assert XI.check_deletion_auc(lambda f, p: float(np.trapezoid(p, f)) if hasattr(np, "trapezoid") else float(np.trapz(p, f)))
+    assert not XI.check_deletion_auc(lambda f, p: p.mean())
     def sal(model, x, t):
         x = x.clone().requires_grad_(True); model(x)[torch.arange(len(x)), t].sum().backward(); return x.grad.abs().sum(1)
-    assert gi.check_saliency(sal)
-    assert not gi.check_saliency(lambda model, x, t: torch.zeros(2, 8, 8))
+    assert XI.check_saliency(sal)
+    assert not XI.check_saliency(lambda model, x, t: torch.zeros(2, 8, 8))
 
 
 # ---- Explorer (no browser) ----

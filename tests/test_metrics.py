@@ -9,7 +9,8 @@ from scipy.spatial.distance import cdist, directed_hausdorff
 from sklearn.metrics import f1_score, jaccard_score
 
 from gynlab.metrics import (dice, iou, hd95, boundary, per_class_scores, segmentation_metrics, ellipse_perimeter,
-                            fit_ellipse, head_circumference, largest_component, check_dice, check_hc_from_diameters)
+                            fit_ellipse, head_circumference, largest_component)
+from gynlab.exercises.seg_metrics import check_dice, check_hc_from_diameters
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 

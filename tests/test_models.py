@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gynlab.models import cnn, pretrained as P
+from gynlab.exercises import cnn as XC, transfer as XT
 
 
 @pytest.mark.parametrize("stride,padding,k", [(1, 0, 3), (1, 1, 3), (2, 1, 3), (2, 2, 5), (3, 0, 1)])
@@ -66,10 +67,10 @@ def test_smallcnn_learns_a_trivial_task():
 
 
 def test_exercise_checkers_reject_wrong_answers():
-    assert cnn.check_conv_out_size(lambda n, k, s, p: (n + 2 * p - k) // s + 1)
-    assert not cnn.check_conv_out_size(lambda n, k, s, p: (n - k) // s + 1)
-    assert cnn.check_receptive_field(lambda layers: cnn.receptive_field(layers).size)
-    assert not cnn.check_receptive_field(lambda layers: 1 + sum(k - 1 for k, s in layers))
+    assert XC.check_conv_out_size(lambda n, k, s, p: (n + 2 * p - k) // s + 1)
+    assert not XC.check_conv_out_size(lambda n, k, s, p: (n - k) // s + 1)
+    assert XC.check_receptive_field(lambda layers: cnn.receptive_field(layers).size)
+    assert not XC.check_receptive_field(lambda layers: 1 + sum(k - 1 for k, s in layers))
 
 
 # ---- pretrained -----------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def test_check_freeze_body():
         for p in m.parameters(): p.requires_grad = False
         for p in m.head.parameters(): p.requires_grad = True
         return m
-    assert P.check_freeze_body(good) and not P.check_freeze_body(lambda m: m)
+    assert XT.check_freeze_body(good) and not XT.check_freeze_body(lambda m: m)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gynlab import phantoms as P
+from gynlab.exercises import phantoms as XP
 
 GEN = {"cytology": P.cytology_cell, "pelvic-us": P.pelvic_us, "uterus-mri": P.uterus_mri, "cine": P.cine_loop}
 CLASSES = {"cytology": P.CYTOLOGY_CLASSES, "pelvic-us": P.US_CLASSES, "uterus-mri": P.MRI_CLASSES, "cine": P.CINE_CLASSES}
@@ -211,15 +212,15 @@ def test_bad_arguments():
 
 # --- exercise checkers ---------------------------------------------------------------------------------------------
 def test_checkers():
-    assert P.check_nc_ratio(lambda n, c: n.sum() / c.sum())
-    assert not P.check_nc_ratio(lambda n, c: n.sum() / (c.sum() - n.sum()))
-    assert not P.check_nc_ratio(lambda n, c: n.mean())
+    assert XP.check_nc_ratio(lambda n, c: n.sum() / c.sum())
+    assert not XP.check_nc_ratio(lambda n, c: n.sum() / (c.sum() - n.sum()))
+    assert not XP.check_nc_ratio(lambda n, c: n.mean())
     good = lambda a, rng: np.hypot(*(rng.normal(size=(2, *a.shape)) * (a / np.sqrt(2))))
-    assert P.check_speckle(good)
-    assert not P.check_speckle(lambda a, rng: a + rng.normal(size=a.shape))        # additive, not speckle
-    assert not P.check_speckle(lambda a, rng: np.abs(rng.normal(size=a.shape)) * a)
-    assert not P.check_area_threshold(1000.0)
-    assert not P.check_area_threshold(None)
+    assert XP.check_speckle(good)
+    assert not XP.check_speckle(lambda a, rng: a + rng.normal(size=a.shape))        # additive, not speckle
+    assert not XP.check_speckle(lambda a, rng: np.abs(rng.normal(size=a.shape)) * a)
+    assert not XP.check_area_threshold(1000.0)
+    assert not XP.check_area_threshold(None)
 
 
 # --- registry integration -----------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from PIL import Image
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import gynlab.models.unet as U
 from gynlab.models.unet import (UNet, SoftDiceLoss, DiceCELoss, train_segmenter, predict_masks, load_segmenter,
-                                segment_image, check_soft_dice_loss, check_unet_output_size)
+                                segment_image)
+from gynlab.exercises.segmentation import check_soft_dice_loss, check_unet_output_size
 from gynlab.train import BadImageError, RunError
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gynlab.exercises import strip_solutions  # noqa: E402  (the one rule for what a student copy is)
+from gynlab.exercises.core import strip_solutions  # noqa: E402  (the one rule for what a student copy is)
 
 
 def student_copy(src: Path, dst: Path) -> int:

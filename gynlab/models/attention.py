@@ -12,15 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..exercises import Wrong, exercise, expect_close, expect_equal
 from .cnn import SmallCNN
 from .unet import DoubleConv, Down, Up, DiceCELoss
 
 # %% auto #0
 __all__ = ['SEBlock', 'SpatialAttention', 'CBAM', 'AttentionCNN', 'AttentionGate', 'AttentionUNet',
            'scaled_dot_product_attention', 'MultiHeadSelfAttention', 'PatchEmbed', 'TransformerBlock', 'TinyViT',
-           'vit_rollout', 'make_classifier', 'compare_classifiers', 'compare_segmenters', 'check_sdpa',
-           'check_n_tokens', 'check_se_weights']
+           'vit_rollout', 'make_classifier', 'compare_classifiers', 'compare_segmenters']
 
 # %% ../../nbs/40_attention.ipynb #54b2ee7a
 class SEBlock(nn.Module):
@@ -276,51 +274,3 @@ def compare_segmenters(dataset: str = "phantom-uterus-mri", models=("unet", "att
                      "train_s": round(time.perf_counter() - t0, 1), "n_train": len(train), "n_valid": len(valid), "epochs": epochs})
         nets[name] = net
     return (rows, nets, (valid, info, mean, std)) if return_models else rows
-
-# %% ../../nbs/40_attention.ipynb #1289564e
-@exercise("attention-sdpa")
-def check_sdpa(fn):
-    "Checker: `fn(q, k, v)` returns softmax(q kᵀ / √d) v for (..., N, d) tensors."
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 6, 8, generator=g) for _ in range(3))
-    got = fn(q, k, v)
-    if got is None: raise Wrong("your function returned None: did you forget to `return`?")
-    if isinstance(got, tuple): got = got[0]
-    got = torch.as_tensor(got).detach()
-    want = F.scaled_dot_product_attention(q, k, v)
-    if got.shape != want.shape: raise Wrong(f"the output has shape {tuple(got.shape)}, expected {tuple(want.shape)}.", "the output has one d-vector per query: (attention @ v)")
-    if torch.allclose(got, (q @ k.transpose(-2, -1)).softmax(-1) @ v, atol=1e-5):
-        raise Wrong("you forgot to divide the scores by √d.", "scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])")
-    if torch.allclose(got, (q @ k.transpose(-2, -1) / math.sqrt(8)).softmax(-2) @ v, atol=1e-5):
-        raise Wrong("your softmax runs over the wrong axis: each query's weights (a row) must sum to 1.", "softmax(dim=-1)")
-    expect_close(got, want, "your attention output", atol=1e-5)
-    return "correct: this is what torch.nn.functional.scaled_dot_product_attention computes."
-
-@exercise("attention-n-tokens")
-def check_n_tokens(fn):
-    "Checker: `fn(image_size, patch)` returns the number of tokens a ViT with a class token sees."
-    for s, p in [(64, 8), (224, 16), (96, 12), (32, 4), (64, 64)]:
-        got = fn(s, p)
-        if got is None: raise Wrong("your function returned None: did you forget to `return`?")
-        if got == (s // p) ** 2 + 1: continue
-        if got == (s // p) ** 2: raise Wrong(f"for {s}px and {p}px patches you counted the patches but not the class token.", "add 1")
-        if got == s // p + 1: raise Wrong(f"for {s}px and {p}px patches you counted one row of patches.", "the grid is (s/p) × (s/p)")
-        expect_equal(int(got), (s // p) ** 2 + 1, f"the number of tokens for {s}px images and {p}px patches")
-    return "correct: (H/p)·(W/p) patches + 1 class token; attention costs grow with its square."
-
-@exercise("attention-se")
-def check_se_weights(fn):
-    "Checker: `fn(x, w1, b1, w2, b2)` returns SE channel weights (B, C) for x (B, C, H, W)."
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 6, 5, 5, generator=g)
-    se = SEBlock(6, reduction=2)
-    with torch.no_grad():
-        for p in se.parameters(): p.copy_(torch.randn(p.shape, generator=g))
-    w1, b1, w2, b2 = se.fc[0].weight, se.fc[0].bias, se.fc[2].weight, se.fc[2].bias
-    got = fn(x, w1.detach(), b1.detach(), w2.detach(), b2.detach())
-    if got is None: raise Wrong("your function returned None: did you forget to `return`?")
-    got = torch.as_tensor(got).detach()
-    if got.shape != (2, 6): raise Wrong(f"the weights have shape {tuple(got.shape)}, expected (2, 6): one per channel and image.", "squeeze with x.mean((2, 3))")
-    if (got < 0).any() or (got > 1).any(): raise Wrong("some weights are outside [0, 1].", "finish with torch.sigmoid")
-    expect_close(got, se.weights(x).detach(), "your SE weights", atol=1e-5, hint="mean over H, W → linear → ReLU → linear → sigmoid")
-    return "correct: one weight in (0, 1) per channel, computed from the whole image."

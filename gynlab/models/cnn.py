@@ -11,11 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..exercises import Wrong, exercise, expect_close, expect_equal
 
 # %% auto #0
 __all__ = ['conv2d_naive', 'conv_out_size', 'ReceptiveField', 'receptive_field', 'empirical_receptive_field', 'conv_block',
-           'SmallCNN', 'check_conv_out_size', 'check_receptive_field']
+           'SmallCNN']
 
 # %% ../../nbs/10_cnn.ipynb #7fdbde4d
 def conv2d_naive(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: int = 1, padding: int = 0) -> torch.Tensor:
@@ -124,31 +123,3 @@ class SmallCNN(nn.Module):
     def layer_groups(self) -> list[list[nn.Module]]:
         "Parameter groups from input to output (each conv block, then the head): used for freezing and learning rates."
         return [[b] for b in self.features] + [[self.head]]
-
-# %% ../../nbs/10_cnn.ipynb #7fb586e0
-@exercise("cnn-out-size")
-def check_conv_out_size(fn):
-    "Checker: `fn(n, k, s, p)` returns a conv layer's output length."
-    cases = [(64, 3, 1, 1), (64, 3, 2, 1), (65, 3, 2, 1), (100, 7, 2, 3), (31, 5, 3, 0), (8, 2, 2, 0)]
-    for n, k, s, p in cases:
-        got, want = fn(n, k, s, p), conv_out_size(n, k, s, p)
-        if got is None: raise Wrong("your function returned None: did you forget to `return`?")
-        if isinstance(got, float) and got != int(got):
-            raise Wrong(f"for n={n}, k={k}, s={s}, p={p} you returned {got}, a fraction.", "a layer has a whole number of outputs: use floor division //")
-        expect_equal(int(got), want, f"the output length for n={n}, k={k}, s={s}, p={p}", hint="(n + 2p - k) // s + 1")
-    return "correct: (n + 2p - k) // s + 1."
-
-# %% ../../nbs/10_cnn.ipynb #34cca861
-@exercise("cnn-receptive-field")
-def check_receptive_field(fn):
-    "Checker: `fn(layers)` returns the receptive field of a list of (kernel, stride) layers."
-    cases = [[(3, 1)], [(3, 1), (3, 1)], [(3, 1), (2, 2), (3, 1)], [(7, 2), (3, 2), (3, 1), (3, 1)], [(3, 1), (2, 2)] * 4]
-    for layers in cases:
-        got = fn(list(layers))
-        if got is None: raise Wrong("your function returned None: did you forget to `return`?")
-        want = receptive_field(layers).size
-        if int(got) == 1 + sum(k - 1 for k, s in layers) and want != int(got):
-            raise Wrong(f"for {layers} you got {got}: you added (k-1) per layer but forgot the strides.",
-                        "each layer adds (k-1) × jump, where jump is the product of the strides of the layers before it")
-        expect_equal(int(got), want, f"the receptive field of {layers}")
-    return "correct: r += (k-1)·jump; jump *= stride."

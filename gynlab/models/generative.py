@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..exercises import Wrong, exercise, expect_close
 from .cnn import SmallCNN
 from ..train import fit, get_device, predict
 from ..transforms import Speckle, to_unit
@@ -19,7 +18,7 @@ from ..transforms import Speckle, to_unit
 # %% auto #0
 __all__ = ['stack_images', 'psnr', 'ssim', 'add_speckle', 'ConvAutoencoder', 'train_autoencoder', 'reconstruct',
            'reconstruction_error', 'Generator', 'Discriminator', 'train_gan', 'sample', 'two_sample_test', 'embed',
-           'mmd2', 'augmentation_trial', 'check_psnr', 'check_anomaly_score', 'check_d_loss']
+           'mmd2', 'augmentation_trial']
 
 # %% ../../nbs/70_generative.ipynb #31796b81
 def stack_images(split, image_size: int = 64, channels: int = 1, column: str = "image") -> torch.Tensor:
@@ -315,46 +314,3 @@ def augmentation_trial(x, y, x_test, y_test, *, n_per_class: int = 20, n_synth_p
         acc[name] = float(balanced_accuracy_score(y_test, predict(clf, x_test, device=device).argmax(1)))
     return dict(n_per_class=n_per_class, n_synth_per_class=n_synth_per_class, seed=seed, acc_real=acc["real"],
                 acc_aug=acc["real+synthetic"], gain=acc["real+synthetic"] - acc["real"])
-
-# %% ../../nbs/70_generative.ipynb #0529fda2
-@exercise("generative-psnr")
-def check_psnr(fn):
-    "Checker: `fn(x, y)` returns the PSNR in dB of image `x` against the reference `y` (tensors in [0, 1])."
-    g = torch.Generator().manual_seed(0)
-    y = torch.rand(1, 16, 16, generator=g)
-    x = (y + 0.1 * torch.randn(1, 16, 16, generator=g)).clamp(0, 1)
-    got = fn(x, y)
-    if got is None: raise Wrong("your function returned None: did you forget to `return` the PSNR?")
-    expect_close(float(got), float(psnr(x, y)), "the PSNR of a noisy 16×16 image", rtol=1e-3,
-                 hint="10 · log10(1 / mean((x - y)²)) for images in [0, 1]")
-    if float(fn(x * 0.5, y)) >= float(got): raise Wrong("a worse image (intensities halved) should get a lower PSNR.")
-    return "correct: PSNR is the mean squared error on a log scale — it cannot tell *where* the error is."
-
-@exercise("generative-anomaly-score")
-def check_anomaly_score(fn):
-    "Checker: `fn(model, x)` returns one anomaly score per image, the mean squared reconstruction error, shape (B,)."
-    torch.manual_seed(0)
-    model = ConvAutoencoder(1, 4, 2).eval()
-    x = torch.rand(5, 1, 16, 16)
-    with torch.no_grad(): got = fn(model, x)
-    if got is None: raise Wrong("your function returned None: did you forget to `return` the scores?")
-    got = torch.as_tensor(got).detach().float().cpu()
-    if got.shape != (5,):
-        raise Wrong(f"expected one score per image, shape (5,), got shape {tuple(got.shape)}.",
-                    "average over channels and pixels but not over the batch: `.flatten(1).mean(1)`")
-    expect_close(got.numpy(), reconstruction_error(model, x).numpy(), "the scores", rtol=1e-3,
-                 hint="score = ((model(x) - x) ** 2) averaged over each image's pixels")
-    return "correct: a high score says 'unlike the training images', not 'diseased'."
-
-@exercise("generative-d-loss")
-def check_d_loss(fn):
-    "Checker: `fn(real_logits, fake_logits)` returns the DCGAN discriminator loss (binary cross-entropy, real → 1, fake → 0)."
-    rl, fl = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 0.0, 1.5])
-    want = F.binary_cross_entropy_with_logits(rl, torch.ones(3)) + F.binary_cross_entropy_with_logits(fl, torch.zeros(3))
-    got = fn(rl, fl)
-    if got is None: raise Wrong("your function returned None: did you forget to `return` the loss?")
-    expect_close(float(got), float(want), "the discriminator loss", rtol=1e-4,
-                 hint="BCE-with-logits(real_logits, 1) + BCE-with-logits(fake_logits, 0); the logits are not probabilities yet")
-    if float(fn(torch.full((3,), 8.0), torch.full((3,), -8.0))) > 0.01:
-        raise Wrong("a perfect discriminator (large positive logits on real, large negative on fake) should have a loss near 0.")
-    return "correct: the discriminator is just a binary classifier; the generator's loss is the same BCE with the targets flipped."

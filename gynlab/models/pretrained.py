@@ -12,13 +12,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..exercises import Wrong, exercise, expect_close, expect_equal
 from .cnn import SmallCNN
 
 # %% auto #0
 __all__ = ['WeightsUnavailable', 'EfficientNetLite0', 'available', 'normalization', 'create', 'layer_groups', 'freeze',
            'unfreeze', 'gradual_unfreeze', 'GradualUnfreezing', 'param_groups', 'FeatureExtractor', 'feature_extractor',
-           'extract_features', 'linear_probe', 'check_freeze_body', 'check_discriminative_lrs']
+           'extract_features', 'linear_probe']
 
 # %% ../../nbs/20_transfer.ipynb #7d904aa9
 class WeightsUnavailable(RuntimeError):
@@ -206,32 +205,3 @@ def linear_probe(X: np.ndarray, y: np.ndarray, C: float = 1.0, class_weight=None
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter)).fit(X, y)
-
-# %% ../../nbs/20_transfer.ipynb #3ba9fbe0
-@exercise("transfer-freeze")
-def check_freeze_body(fn):
-    "Checker: `fn(model)` leaves only the head trainable."
-    model = create("smallcnn", 3, width=4, depth=2)
-    out = fn(model)
-    if out is None: raise Wrong("your function returned None: return the model.")
-    head = {id(p) for p in model.head.parameters()}
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    frozen_head = [n for n, p in model.named_parameters() if id(p) in head and not p.requires_grad]
-    if frozen_head: raise Wrong(f"the head is frozen too ({frozen_head}): nothing would learn.", "only the body's parameters get requires_grad=False")
-    body = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in head]
-    if body: raise Wrong(f"{len(body)} body parameters are still trainable, e.g. {body[0]}.", "loop over model.parameters() and set p.requires_grad = False, then re-enable the head's")
-    return f"correct: only the head ({len(trainable)} tensors) will learn."
-
-# %% ../../nbs/20_transfer.ipynb #9a1dcbec
-@exercise("transfer-lrs")
-def check_discriminative_lrs(fn):
-    "Checker: `fn(n, lo, hi)` returns n geometrically spaced learning rates from lo to hi."
-    for n, lo, hi in [(5, 1e-5, 1e-3), (3, 1e-4, 1e-2), (10, 1e-6, 1e-3)]:
-        got = fn(n, lo, hi)
-        if got is None: raise Wrong("your function returned None: did you forget to `return`?")
-        got = [float(v) for v in got]
-        expect_equal(len(got), n, f"the number of learning rates for n={n}")
-        want = np.geomspace(lo, hi, n)
-        if np.allclose(got, np.linspace(lo, hi, n)): raise Wrong("your rates are spaced linearly.", "geometric: each is the previous times (hi/lo)**(1/(n-1)); try np.geomspace")
-        expect_close(got, want, f"the learning rates for n={n}, lo={lo}, hi={hi}", rtol=1e-3, atol=0)
-    return "correct: each group's rate is a constant factor above the previous one."

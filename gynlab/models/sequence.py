@@ -10,13 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..exercises import Wrong, exercise, expect_close
 from .cnn import conv_block, SmallCNN
 from ..train import get_device
 
 # %% auto #0
 __all__ = ['cine_tensors', 'GRUCellScratch', 'LSTMCellScratch', 'FrameEncoder', 'FrameCNN', 'FrameDiffCNN', 'CineRNN',
-           'train_clip_model', 'clip_accuracy', 'check_gru_step', 'check_motion_energy']
+           'train_clip_model', 'clip_accuracy']
 
 # %% ../../nbs/71_sequence.ipynb #4dd04a6d
 def cine_tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,29 +147,3 @@ def clip_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device=Non
     from gynlab.train import predict
     from torch.utils.data import TensorDataset
     return float(accuracy_score(y.numpy(), predict(model, TensorDataset(x), device=device).argmax(1)))
-
-# %% ../../nbs/71_sequence.ipynb #2d316653
-@exercise("sequence-gru-step")
-def check_gru_step(fn):
-    "Checker: `fn(x, h, cell)` returns one GRU step h' using the weights of `cell` (an nn.GRUCell)."
-    torch.manual_seed(1)
-    cell = nn.GRUCell(3, 4); x, h = torch.randn(2, 3), torch.randn(2, 4)
-    got = fn(x, h, cell)
-    if not torch.is_tensor(got): raise Wrong(f"expected a tensor, got {type(got).__name__}.")
-    if got.shape != (2, 4): raise Wrong(f"h' should have shape (2, 4) (batch, hidden), got {tuple(got.shape)}.")
-    with torch.no_grad():
-        if torch.allclose(got, h): raise Wrong("h' equals h: the state was not updated.")
-        expect_close(got.detach().numpy(), cell(x, h).numpy(), "your h'", hint="h' = (1 - z) * n + z * h; gates are stacked r, z, n")
-    return "correct: one GRU step, gate by gate."
-
-@exercise("sequence-motion-energy")
-def check_motion_energy(fn):
-    "Checker: `fn(clip)` returns the mean absolute difference between consecutive frames of a (T,H,W) clip, shape (H,W)."
-    still = torch.ones(5, 4, 4) * 0.3
-    moving = torch.stack([torch.full((4, 4), float(t % 2)) for t in range(5)])
-    a, b = fn(still), fn(moving)
-    if not torch.is_tensor(a): raise Wrong(f"expected a tensor, got {type(a).__name__}.")
-    if tuple(a.shape) != (4, 4): raise Wrong(f"expected an (H, W) image, got shape {tuple(a.shape)}.", "average over the time axis (dim 0)")
-    if a.abs().max() > 1e-6: raise Wrong("a still clip should have zero motion energy.", "subtract consecutive frames, not the mean frame")
-    expect_close(b.numpy(), np.ones((4, 4)), "the motion energy of a clip that flips 0/1 every frame", hint="clip.diff(dim=0).abs().mean(0)")
-    return "correct: that image is what FrameDiffCNN sees."

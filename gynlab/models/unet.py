@@ -14,13 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..exercises import exercise, Wrong, expect_close, expect_equal
 from ..train import get_device
 
 # %% auto #0
 __all__ = ['DoubleConv', 'Down', 'Up', 'UNet', 'SoftDiceLoss', 'DiceCELoss', 'load_segmentation_data', 'predict_split',
-           'evaluate_segmenter', 'train_segmenter', 'load_segmenter', 'segment_image', 'predict_masks',
-           'check_soft_dice_loss', 'check_unet_output_size']
+           'evaluate_segmenter', 'train_segmenter', 'load_segmenter', 'segment_image', 'predict_masks']
 
 # %% ../../nbs/30_segmentation.ipynb #6418982b
 class DoubleConv(nn.Sequential):
@@ -283,33 +281,3 @@ def predict_masks(run_dir, input_folder, out_dir, skip_bad: bool = False, device
         Image.fromarray(msk, mode="L").save(tmp, format="PNG"); os.replace(tmp, dest)
         written.append(dest)
     return written
-
-# %% ../../nbs/30_segmentation.ipynb #55107e30
-@exercise("soft-dice-loss")
-def check_soft_dice_loss(fn):
-    "Checker: `fn(logits, target)` equals `SoftDiceLoss()` (smooth 1, background excluded) and can be back-propagated."
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
-    target = torch.randint(0, 3, (2, 8, 8), generator=g)
-    got = fn(logits, target)
-    if not torch.is_tensor(got) or got.numel() != 1: raise Wrong(f"the loss should be a scalar tensor, got {type(got).__name__}", "return `1 - dice.mean()` as a tensor")
-    if not got.requires_grad: raise Wrong("the loss does not depend on the logits (no gradient): keep it in torch, no .numpy() or argmax", "use softmax probabilities, not hard predictions")
-    want = SoftDiceLoss()(logits, target)
-    if torch.isclose(got, SoftDiceLoss(include_background=True)(logits, target), atol=1e-5) and not torch.isclose(got, want, atol=1e-5):
-        raise Wrong("your loss includes the background class.", "drop class 0 before the mean: dice[1:]")
-    expect_close(float(got.detach()), float(want.detach()), "the soft Dice loss", atol=1e-5, hint="Dice_c = (2 sum p*g + 1) / (sum p + sum g + 1), sums over batch, height, width")
-    return "correct: a differentiable overlap score, so small structures count as much as big ones."
-
-# %% ../../nbs/30_segmentation.ipynb #643820b5
-@exercise("unet-output-size")
-def check_unet_output_size(fn):
-    "Checker: `fn(input_size, depth)` gives the output size of the original (unpadded) U-Net."
-    def ref(s, d):
-        for _ in range(d): s = (s - 4) // 2
-        s -= 4
-        for _ in range(d): s = 2 * s - 4
-        return s
-    expect_equal(fn(572, 4), 388, "the output for 572 px at depth 4", hint="572 → 568 → 284 → ... (Fig. 1 of the paper)")
-    for s, d in [(188, 2), (140, 3), (252, 4), (44, 1)]:
-        expect_equal(fn(s, d), ref(s, d), f"the output for {s} px at depth {d}", hint="per level down: -4 then /2; bottom: -4; per level up: x2 then -4")
-    return "correct: unpadded U-Nets lose a border, which is why the paper predicts tiles with an overlap."
