@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 export PLOTLY_RENDERER ?=
 
-.PHONY: lab test nbtest pytest docs readme bench student export clean-nbs install
+.PHONY: lab test nbtest pytest lint sync-check docs readme bench student export clean-nbs install
 
 # The venv is rebuilt only when the pins or the package metadata change; a second run skips it.
 .venv/.installed: settings.ini setup.py constraints.txt
@@ -34,9 +34,19 @@ nbtest: .venv/.installed
 pytest: .venv/.lab-configured
 	.venv/bin/python -m pytest tests -q $(PYTEST_ARGS)
 
-# Both halves run even if the first fails, so one CI run reports everything; the exit code is non-zero if either failed.
+# House rules a machine checks: ruff (ruff.toml: lines <= 120, no undefined/unused names) and the layer contract
+# (.importlinter: an import goes down, never up).
+lint: .venv/.installed
+	.venv/bin/ruff check gynlab tests bench tools nbs
+	.venv/bin/lint-imports
+
+# The package is what the notebooks generate, and the notebooks are stored clean.
+sync-check: .venv/.installed
+	$(PY) tools/sync_check.py
+
+# Every part runs even if an earlier one fails, so one CI run reports everything; the exit code is non-zero if any failed.
 test: .venv/.lab-configured
-	@rc=0; $(MAKE) --no-print-directory nbtest || rc=1; $(MAKE) --no-print-directory pytest || rc=1; exit $$rc
+	@rc=0; for t in sync-check lint nbtest pytest; do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc
 
 export: .venv/.installed
 	.venv/bin/nbdev_export && .venv/bin/nbdev_clean

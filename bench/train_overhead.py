@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from gynlab.train import fit, get_device
+from gynlab.core import get_device
+from gynlab.train import fit
 
 
 def make_model(width: int):

@@ -356,7 +356,7 @@ def fit(model: nn.Module, train_data, valid_data=None, *, epochs: int = 1, lr: f
         model.to(d.device, memory_format=torch.channels_last) if channels_last else model.to(d.device)
         loss_fn = _loss(loss, class_weights, train_data)
         if isinstance(loss_fn, nn.Module): loss_fn.to(d.device)
-        monitor = monitor or ("valid_loss" if valid_data is not None else "train_loss")
+        explicit, monitor = monitor is not None, monitor or ("valid_loss" if valid_data is not None else "train_loss")
         mode = mode or ("min" if "loss" in monitor else "max")
         if mode not in ("min", "max"): raise UsageError(f"mode={mode!r}: use 'min' or 'max'")
         opt = _make_optimizer(optimizer, unwrap(model), lr, weight_decay)
@@ -372,10 +372,10 @@ def fit(model: nn.Module, train_data, valid_data=None, *, epochs: int = 1, lr: f
         step = step or getattr(unwrap(model), "train_step", None) or supervised_step
         seed_everything(seed + d.rank)
         t = Trainer(model, loss_fn, opt, step, cbs, d, seed, epochs, History(monitor=monitor, mode=mode), amp, channels_last)
-        return _run(t, train_data, batch_size, num_workers, collate_fn)
+        return _run(t, train_data, batch_size, num_workers, collate_fn, explicit)
     finally: D.teardown(d)
 
-def _run(t: Trainer, train_data, batch_size, num_workers, collate_fn) -> History:
+def _run(t: Trainer, train_data, batch_size, num_workers, collate_fn, check_monitor: bool = True) -> History:
     try:
         t("before_fit")
         if t.dist.world > 1:
@@ -395,7 +395,7 @@ def _run(t: Trainer, train_data, batch_size, num_workers, collate_fn) -> History
             t("after_train")
             o = next(iter(t.opt.values())) if isinstance(t.opt, dict) else t.opt
             t.record.update(lr=o.param_groups[0]["lr"], time_s=round(time.perf_counter() - t0, 4))
-            if t.epoch == t.start_epoch + 1 and t.history.monitor not in t.record:
+            if check_monitor and t.epoch == t.start_epoch + 1 and t.history.monitor not in t.record:
                 raise UsageError(f"monitor={t.history.monitor!r} is not among the recorded values: {sorted(t.record)}")
             t.history.records.append(t.record)
             t.improved = t.history.best_epoch == t.epoch

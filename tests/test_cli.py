@@ -85,20 +85,44 @@ def test_data_bad_root_is_a_clean_error(tmp_path):
     assert r.returncode == 2 and "no such folder" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_modules_register_commands_and_missing_ones_are_skipped(monkeypatch, capsys):
+def test_plugin_modules_register_commands(monkeypatch, capsys):
     from gynlab import cli
     mod = types.ModuleType("gynlab_test_cmds")
     def _add_cli(sp): sp.add_parser("hello").set_defaults(func=lambda a: print("hi"))
     mod._add_cli = _add_cli
     monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    monkeypatch.setattr(cli, "_COMMAND_MODULES", [mod.__name__, "gynlab.not_written_yet"])
+    monkeypatch.setattr(cli, "PLUGIN_MODULES", [mod.__name__])
     assert cli.main(["hello"]) == 0 and capsys.readouterr().out == "hi\n"
 
 
-def test_broken_module_surfaces(tmp_path, monkeypatch):
-    "A module that exists but cannot import must not be skipped as if it did not exist."
+def test_broken_plugin_surfaces(tmp_path, monkeypatch):
+    "A plugin that cannot import is an error, not a silently missing command."
     from gynlab import cli
     (tmp_path / "gynlab_broken_cmds.py").write_text("import some_dependency_that_is_missing\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ModuleNotFoundError, match="some_dependency_that_is_missing"):
         cli.build_parser(["gynlab_broken_cmds"])
+
+
+def test_errors_become_exit_codes(monkeypatch, capsys):
+    "A GynlabError: exit 2 and its message; a bug: exit 1, one line, no traceback unless --debug; Ctrl-C: exit 130."
+    from gynlab import cli
+    from gynlab.core import UsageError
+    mod = types.ModuleType("gynlab_test_fail")
+    def boom(kind):
+        def f(a):
+            if kind == "user": raise UsageError("--thing must be positive")
+            if kind == "bug": raise ZeroDivisionError("division by zero")
+            raise KeyboardInterrupt
+        return f
+    def _add_cli(sp):
+        for k in ("user", "bug", "stop"): sp.add_parser(k).set_defaults(func=boom(k))
+    mod._add_cli = _add_cli
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setattr(cli, "PLUGIN_MODULES", [mod.__name__])
+    assert cli.main(["user"]) == 2 and capsys.readouterr().err == "gynlab: error: --thing must be positive\n"
+    assert cli.main(["bug"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gynlab: internal error: ZeroDivisionError") and "Traceback" not in err and "--debug" in err
+    assert cli.main(["stop"]) == 130 and "interrupted" in capsys.readouterr().err
+    with pytest.raises(ZeroDivisionError): cli.main(["--debug", "bug"])

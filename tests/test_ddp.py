@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import TensorDataset
-from gynlab.train import fit, read_checkpoint
+from gynlab.train import fit
+from gynlab.checkpoint import read_checkpoint
 
 mode, out, bs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 g = torch.Generator().manual_seed(0)
@@ -114,7 +115,7 @@ def test_ddp_matches_single_process_with_double_batch(runs):
 
 def test_only_rank0_writes_checkpoints_and_resume_under_ddp(runs):
     d, r = runs
-    from gynlab.train import read_checkpoint
+    from gynlab.checkpoint import read_checkpoint
     files = sorted(p.name for p in (d / "ddp" / "ckpt").iterdir())
     assert files == ["best.safetensors", "last.safetensors"], files   # no temp files, no per-rank copies
     tensors, meta = read_checkpoint(d / "ddp" / "ckpt" / "last.safetensors")

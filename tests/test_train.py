@@ -6,8 +6,11 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset, Dataset
 
-from gynlab.train import (History, fit, evaluate, predict, save_checkpoint, load_checkpoint, read_checkpoint,
-                          classification_metrics, balanced_class_weights, macro_auc, get_device)
+from gynlab.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from gynlab.core import RunError, UsageError, get_device
+from gynlab.history import History
+from gynlab.train import (Callback, OneCycle, balanced_class_weights, classification_metrics, evaluate, fit, macro_auc,
+                          predict)
 
 
 def blobs(n=96, k=3, d=8, seed=0):
@@ -63,10 +66,12 @@ def test_exact_resume_is_bitwise(tmp_path, optimizer):
     tr, va = Augmented(blobs()), blobs(48, seed=1)
     full = net(); h_full = fit(full, tr, va, optimizer=optimizer, **KW)
 
-    def crash(h, model):
-        if h.last["epoch"] == 2: raise KeyboardInterrupt
+    class Crash(Callback):
+        order = 95
+        def after_epoch(self, t):
+            if t.epoch == 2: raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        fit(net(), tr, va, optimizer=optimizer, checkpoint_dir=tmp_path, on_epoch_end=crash, **KW)
+        fit(net(), tr, va, optimizer=optimizer, checkpoint_dir=tmp_path, callbacks=[Crash()], **KW)
     assert (tmp_path / "last.safetensors").is_file()
     assert read_checkpoint(tmp_path / "last.safetensors")[1]["epoch"] == 2
     torch.rand(7); np.random.rand(3)  # the new process's generators are somewhere else entirely
@@ -88,24 +93,26 @@ def test_resume_with_workers(tmp_path):
 
 
 def test_resume_path_errors(tmp_path):
-    with pytest.raises(ValueError, match="checkpoint_dir"):
+    with pytest.raises(UsageError, match="checkpoint_dir"):
         fit(net(), blobs(), resume=True, **KW)
-    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+    with pytest.raises(RunError, match="nothing.safetensors"):
         fit(net(), blobs(), resume=tmp_path / "nothing.safetensors", **KW)
-    h = fit(net(), blobs(), checkpoint_dir=tmp_path, resume=True, **KW)  # nothing to resume yet: starts fresh
-    assert len(h) == 4
+    with pytest.raises(RunError, match="no checkpoint"):               # nothing to resume: an error, not a fresh start
+        fit(net(), blobs(), checkpoint_dir=tmp_path, resume=True, **KW)
+    assert not any(tmp_path.iterdir())
 
 
 def test_checkpoint_has_no_pickle_and_holds_everything(tmp_path):
     m = net(); opt = torch.optim.AdamW(m.parameters())
     m(torch.randn(4, 8)).sum().backward(); opt.step()
     h = History([{"epoch": 1, "valid_loss": 0.5}])
-    p = save_checkpoint(tmp_path / "c.safetensors", m, opt, epoch=1, history=h)
+    p = save_checkpoint(tmp_path / "c.safetensors", m, opt, epoch=1, history=h.to_dict())
     raw = p.read_bytes()
     assert b"\x80\x04" not in raw[:16] and raw[8:9] == b"{"  # safetensors: u64 header length, then JSON
     tensors, meta = read_checkpoint(p)
-    assert {"model.0.weight", "optim.0.exp_avg", "optim.0.exp_avg_sq", "rng.0.torch", "rng.0.numpy", "rng.0.python"} <= set(tensors)
-    assert meta["epoch"] == 1 and meta["history"]["records"] == h.records and "param_groups" in meta["optimizer"]
+    assert {"model.0.weight", "optim.0.0.exp_avg", "optim.0.0.exp_avg_sq", "rng.0.torch", "rng.0.numpy",
+            "rng.0.python"} <= set(tensors)
+    assert meta["epoch"] == 1 and meta["history"]["records"] == h.records and "param_groups" in meta["optimizers"]["0"]
     m2 = net(seed=5); opt2 = torch.optim.AdamW(m2.parameters())
     load_checkpoint(p, m2, opt2)
     assert all(torch.equal(a, b) for a, b in zip(weights(m), weights(m2)))
@@ -136,26 +143,81 @@ def test_class_weights_match_sklearn_and_change_training():
     x = torch.randn(39, 8); ds = TensorDataset(x, y)
     h0 = fit(net(), ds, ds, **KW); h1 = fit(net(), ds, ds, class_weights="balanced", **KW)
     assert h0["train_loss"] != h1["train_loss"]
-    with pytest.raises(ValueError, match="class_weights"):
+    with pytest.raises(UsageError, match="class_weights"):
         fit(net(), ds, class_weights="inverse", **KW)
 
 
 def test_early_stopping_and_restore_best():
     tr, va = blobs(), blobs(48, seed=1)
     calls = []
-    h = fit(net(), tr, va, monitor="accuracy", early_stopping=1, on_epoch_end=lambda h, m: calls.append(len(h)) and False,
-            **{**KW, "epochs": 30, "lr": 0.5})
+    class Count(Callback):
+        def after_epoch(self, t): calls.append(len(t.history))
+    h = fit(net(), tr, va, monitor="accuracy", early_stopping=1, callbacks=[Count()], **{**KW, "epochs": 30, "lr": 0.5})
     assert h.stopped_early and len(h) < 30 and h.epochs_since_best() == 1 and calls == list(range(1, len(h) + 1))
     m = net()
     h = fit(m, tr, va, early_stopping=2, restore_best=True, **{**KW, "epochs": 30, "lr": 0.5})
     assert evaluate(m, va)["loss"] == pytest.approx(h.best["valid_loss"], abs=1e-6)
-    with pytest.raises(KeyError, match="no_such_metric"):
+    with pytest.raises(UsageError, match="no_such_metric"):
         fit(net(), tr, va, monitor="no_such_metric", **KW)
 
 
-def test_callback_can_stop():
-    h = fit(net(), blobs(), on_epoch_end=lambda h, m: len(h) == 2, **KW)
+def test_callback_can_stop_and_sees_every_event_in_order():
+    seen = []
+    class Spy:                                   # any object with event methods is a callback
+        def before_fit(self, t): seen.append("before_fit")
+        def before_epoch(self, t): seen.append(f"before_epoch {t.epoch}")
+        def after_batch(self, t): seen.append("batch")
+        def after_train(self, t): seen.append(f"after_train {sorted(t.record)}")
+        def after_epoch(self, t):
+            seen.append(f"after_epoch {t.epoch}"); t.stop = t.epoch == 2
+        def after_fit(self, t): seen.append("after_fit")
+    h = fit(net(), blobs(32), callbacks=[Spy()], **{**KW, "batch_size": 16})
     assert len(h) == 2 and not h.stopped_early
+    assert seen == ["before_fit", "before_epoch 1", "batch", "batch", "after_train ['epoch', 'train_loss']",
+                    "after_epoch 1", "before_epoch 2", "batch", "batch", "after_train ['epoch', 'train_loss']",
+                    "after_epoch 2", "after_fit"]
+
+
+def test_one_cycle_schedule_and_resume_keeps_it(tmp_path):
+    "OneCycle: warm-up to the group's lr, then down to lr/div_final; a resumed run follows the same schedule."
+    lrs = []
+    class Lr(Callback):
+        order = 60
+        def before_batch(self, t): lrs.append(t.opt.param_groups[0]["lr"])
+    tr = blobs()
+    fit(net(), tr, schedule="onecycle", callbacks=[Lr()], **{**KW, "lr": 0.1})
+    peak = int(np.argmax(lrs))
+    assert lrs[0] == pytest.approx(0.1 / 25) and max(lrs) == pytest.approx(0.1, rel=0.05)
+    assert 0 < peak < len(lrs) - 1 and lrs[-1] < 0.1 / 100 and np.all(np.diff(lrs[peak:]) <= 1e-12)
+    full = net(); h_full = fit(full, tr, schedule="onecycle", **KW)
+    class Crash(Callback):
+        order = 95
+        def after_epoch(self, t):
+            if t.epoch == 2: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        fit(net(), tr, schedule="onecycle", checkpoint_dir=tmp_path, callbacks=[Crash()], **KW)
+    res = net(); h_res = fit(res, tr, schedule="onecycle", checkpoint_dir=tmp_path, resume=True, **KW)
+    assert strip(h_res) == strip(h_full)
+
+
+def test_custom_step_and_two_optimizers_return_a_history(tmp_path):
+    "A GAN-like model: its own train_step and configure_optimizers; fit records every loss it returns."
+    class TwoPart(nn.Module):
+        def __init__(self):
+            super().__init__(); torch.manual_seed(0); self.a, self.b = nn.Linear(8, 1), nn.Linear(8, 1)
+        def configure_optimizers(self, lr):
+            return {"a": torch.optim.SGD(self.a.parameters(), lr=lr), "b": torch.optim.Adam(self.b.parameters(), lr=lr)}
+        def train_step(self, t, batch):
+            x, _ = t.to_device(batch)
+            la = self.a(x).pow(2).mean(); t.opt["a"].zero_grad(); la.backward(); t.opt["a"].step()
+            lb = (self.b(x) - 1).pow(2).mean(); t.opt["b"].zero_grad(); lb.backward(); t.opt["b"].step()
+            return {"a": la, "b": lb}
+    m = TwoPart()
+    h = fit(m, blobs(), metrics=None, checkpoint_dir=tmp_path, **{**KW, "lr": 0.05})
+    assert isinstance(h, History) and {"train_a", "train_b"} <= set(h.last) and "train_loss" not in h.last
+    assert h["train_a"][-1] < h["train_a"][0] and h["train_b"][-1] < h["train_b"][0]
+    tensors, meta = read_checkpoint(tmp_path / "last.safetensors")
+    assert set(meta["optimizers"]) == {"a", "b"} and any(k.startswith("optim.b.") for k in tensors)
 
 
 def test_pluggable_loss_metrics_and_dense_targets():
@@ -191,8 +253,16 @@ def test_device_argument_is_respected():
     fit(m, blobs(), device="cpu", **{**KW, "epochs": 1})
     assert next(m.parameters()).device.type == "cpu"
     assert get_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(UsageError, match="unknown device"):
         fit(net(), blobs(), device="no-such-device", **KW)
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="no CUDA GPU"): fit(net(), blobs(), device="cuda", **KW)
+
+
+@pytest.mark.parametrize("kw, msg", [({"epochs": 0}, "epochs"), ({"lr": float("nan")}, "lr"), ({"batch_size": 0}, "batch_size"),
+                                     ({"early_stopping": 0}, "early_stopping"), ({"mode": "up"}, "mode")])
+def test_bad_arguments_are_refused_before_training(kw, msg):
+    with pytest.raises(UsageError, match=msg): fit(net(), blobs(), **{**KW, **kw})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -208,5 +278,5 @@ def test_bad_batches_and_optimizer_names():
         def __getitem__(self, i): return torch.zeros(8)
     with pytest.raises(TypeError, match="input, target"):
         fit(net(), Bad(), **KW)
-    with pytest.raises(ValueError, match="unknown optimizer"):
+    with pytest.raises(UsageError, match="unknown optimizer"):
         fit(net(), blobs(), optimizer="lbfgsx", **KW)

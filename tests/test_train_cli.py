@@ -85,7 +85,8 @@ def test_predict_folder_of_mixed_images(run, tmp_path):
         probs = [float(row[f"prob_{c}"]) for c in classes]
         assert math.isclose(sum(probs), 1, abs_tol=1e-4) and row["prediction"] == classes[int(np.argmax(probs))]
     # the CSV agrees with the Python API (same preprocessing as in training)
-    from gynlab.train import load_run, predict
+    from gynlab.runs import load_run
+    from gynlab.train import predict
     from gynlab.transforms import preprocess
     net, cfg = load_run(r)
     x = preprocess(Image.open(tmp_path / "imgs" / "rgb_40x30.png"), cfg["image_size"], cfg["channels"], cfg["mean"], cfg["std"])

@@ -207,7 +207,8 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     os.chdir(ROOT)
-    nbs = sorted(NBS.glob("*.ipynb"))
+    nbs = sorted(NBS.glob("*.ipynb")) + sorted((NBS / "lib").glob("*.ipynb"))  # lessons, pages and the library
+    if len({nb.name for nb in nbs}) != len(nbs): raise SystemExit("two notebooks share a file name: the site needs unique names")
     if a.no_execute: sources = {nb: nb for nb in nbs}
     else:
         print(f"executing {len(nbs)} notebooks ({a.workers} at a time; cached in {EXEC_CACHE.relative_to(ROOT)}/)")

@@ -27,11 +27,12 @@ PLAN = [
     ("40_attention", "channel/spatial attention, attention gates, a small ViT and its attention maps", "gynlab.models.attention"),
     ("50_interpret", "attribution methods and how to judge an explanation", "gynlab.interpret"),
     ("51_explorer", "the interactive explorer widget", "gynlab.widgets"),
-    ("60_cad", "end-to-end CAD: calibration, operating points, case reports, fetal biometry", "gynlab.cad"),
+    ("60_cad", "end-to-end CAD: calibration, operating points, uncertainty and referral, case reports", "gynlab.cad"),
+    ("61_biometry", "fetal biometry: head circumference from a segmented skull, gestational age", "gynlab.biometry"),
     ("70_generative", "autoencoders (denoising, anomaly), GANs (synthesis, augmentation)", "gynlab.models.generative"),
     ("71_sequence", "RNNs over ultrasound cine loops", "gynlab.models.sequence"),
     ("80_responsible", "shortcut learning, subgroup audit, model cards, regulation and ethics", "gynlab.audit"),
-    ("90_cli", "the `gynlab` command line and how modules add commands", "gynlab.cli"),
+    ("90_cli", "the `gynlab` command line: runs, predictions, reports, exit codes, your own command", "gynlab.cli"),
 ]
 SECTIONS = {"0": "Foundations", "1": "Networks and training", "2": "Transfer and domain shift", "3": "Segmentation",
             "4": "Attention", "5": "Interpretability", "6": "Computer-aided diagnosis",
@@ -40,6 +41,7 @@ START, END = "<!-- lesson-map:start -->", "<!-- lesson-map:end -->"
 # Pages that are not lessons (no number, no module): listed after the lessons in the sidebar when present in nbs/.
 PAGES = [("glossary", "Glossary"), ("instructor", "Instructor guide")]
 PAGES_SECTION = "Reference"
+LIBRARY_SECTION = "Library"  # nbs/lib/*.ipynb: the plumbing the lessons import (flattened into the site's root)
 
 
 def _src(cell) -> str:
@@ -63,6 +65,11 @@ def notebook_info(path: Path) -> dict:
                 m2 = re.search(r"^>\s*(.+)$", s, re.M)
                 summary = m2.group(1).strip() if m2 else ""
     return {"stem": path.stem, "file": path.name, "title": title, "summary": summary, "module": module}
+
+
+def library() -> list[Path]:
+    "The library notebooks (nbs/lib/), in order."
+    return sorted((NBS / "lib").glob("*.ipynb"))
 
 
 def present() -> list[dict]:
@@ -106,6 +113,8 @@ def sidebar_yml() -> str:
             lines += [f"      - section: {s}", "        contents:"]
             section = s
         lines.append(f"          - {l['file']}")
+    lib = [p.name for p in library()]
+    if lib: lines += [f"      - section: {LIBRARY_SECTION}", "        contents:"] + [f"          - {p}" for p in lib]
     pages = [f"{stem}.ipynb" for stem, _ in PAGES if (NBS / f"{stem}.ipynb").exists()]
     if pages: lines += [f"      - section: {PAGES_SECTION}", "        contents:"] + [f"          - {p}" for p in pages]
     return "\n".join(lines) + "\n"

@@ -4,17 +4,12 @@
 
 # %% ../../nbs/exercises/cli.ipynb #e66b139a
 from __future__ import annotations
-import argparse
-import importlib
-import json
-import os
 import sys
 import types
 from contextlib import redirect_stdout, redirect_stderr
 from io import StringIO
-from pathlib import Path
 
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise
 from ..cli import build_parser
 
 # %% auto #0

@@ -1,0 +1,145 @@
+"""Bad input to the `gynlab` command, one row per kind: each ends with exit code 2 and a message that names the
+problem, never a traceback, and changes nothing outside the intended output (inputs and run folders are hashed
+before and after). Runs `gynlab.cli.main` in-process (fast); tests/test_train_cli.py runs the real console script."""
+import hashlib
+import json
+import os
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gynlab.cli import main
+
+
+def gynlab(*argv):
+    out, err = StringIO(), StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try: code = main([str(a) for a in argv])
+        except SystemExit as e: code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def tree(folder: Path) -> dict:
+    "Every path under `folder` with its kind and content hash (what 'nothing changed' means)."
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink(): out[rel] = "link:" + os.readlink(p)
+        elif p.is_fifo(): out[rel] = "fifo"
+        elif p.is_file(): out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else: out[rel] = "dir"
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    "A trained run, a folder of images, and the odd things a hostile user points commands at."
+    w = tmp_path_factory.mktemp("bad")
+    code, _, err = gynlab("train", "--dataset", "phantom-cytology", "--epochs", 1, "--image-size", 32, "--subset", 32,
+                          "--out", w / "run", "--quiet")
+    assert code == 0, err
+    imgs = w / "imgs"; imgs.mkdir()
+    for i in range(3): Image.fromarray(np.full((30, 40, 3), 60 * i, np.uint8)).save(imgs / f"a{i}.png")
+    (w / "empty").mkdir()
+    (w / "afile.txt").write_text("x")
+    os.mkfifo(w / "fifo")
+    (w / "link.csv").symlink_to(w / "afile.txt")
+    (w / "notrun").mkdir(); (w / "notrun" / "notes.txt").write_text("mine")
+    for name, content in {"badjson": "{oops", "listjson": "[1]", "nulljson": "null", "nomodel": '{"classes": ["a", "b"]}'}.items():
+        shutil.copytree(w / "run", w / name); (w / name / "config.json").write_text(content)
+    cfg = json.loads((w / "run" / "config.json").read_text())
+    for name, change in {"stdzero": {"std": [0.2, 0.0, 0.2]}, "unknownmodel": {"model": "resnet9000"},
+                         "noclasses": {"classes": None}, "hugesize": {"image_size": 100000}}.items():
+        shutil.copytree(w / "run", w / name); (w / name / "config.json").write_text(json.dumps({**cfg, **change}))
+    return w
+
+
+T = ["train", "--dataset", "phantom-cytology", "--epochs", 1, "--subset", 8, "--quiet"]
+
+CASES = {  # name: (argv with {w} for the world folder, words the message must contain)
+    "unknown dataset": (["train", "--dataset", "no-such-set", "--out", "{w}/o"], "no-such-set"),
+    "dataset without the task": (["train", "--dataset", "phantom-cine", "--epochs", 1, "--out", "{w}/o"], "classification"),
+    "unknown model": (T + ["--model", "resnet9000", "--out", "{w}/o"], "unknown model 'resnet9000'"),
+    "zero epochs": (T + ["--epochs", 0, "--out", "{w}/o"], "--epochs must be in [1"),
+    "negative epochs": (T + ["--epochs", -1, "--out", "{w}/o"], "--epochs must be in [1"),
+    "image size 0": (T + ["--image-size", 0, "--out", "{w}/o"], "--image-size must be in [8"),
+    "image size 7": (T + ["--image-size", 7, "--out", "{w}/o"], "--image-size must be in [8"),
+    "image size -5": (T + ["--image-size", -5, "--out", "{w}/o"], "--image-size must be in [8"),
+    "image size 100000": (T + ["--image-size", 100000, "--out", "{w}/o"], "1024]"),
+    "batch size 0": (T + ["--batch-size", 0, "--out", "{w}/o"], "--batch-size must be in [1"),
+    "learning rate nan": (T + ["--lr", "nan", "--out", "{w}/o"], "--lr must be a finite number"),
+    "learning rate inf": (T + ["--lr", "inf", "--out", "{w}/o"], "--lr must be a finite number"),
+    "negative learning rate": (T + ["--lr", -1, "--out", "{w}/o"], "--lr must be in (0"),
+    "zero channels": (T + ["--channels", 0, "--out", "{w}/o"], "--channels must be 1 or 3"),
+    "two channels": (T + ["--channels", 2, "--out", "{w}/o"], "--channels must be 1 or 3"),
+    "a GPU that is not there": (T + ["--device", "cuda:7", "--out", "{w}/o"], "device 'cuda:7'"),
+    "a device that does not exist": (T + ["--device", "bogus", "--out", "{w}/o"], "unknown device 'bogus'"),
+    "negative workers": (T + ["--num-workers", -1, "--out", "{w}/o"], "--num-workers must be in [0"),
+    "subset 0": (T + ["--subset", 0, "--out", "{w}/o"], "--subset must be in [1"),
+    "patience 0": (T + ["--patience", 0, "--out", "{w}/o"], "--patience must be in [1"),
+    "unknown label column": (T + ["--target", "nope", "--out", "{w}/o"], "no class-label column 'nope'"),
+    "train --out is a file": (T + ["--out", "{w}/afile.txt"], "is a file"),
+    "train --out holds other files": (T + ["--out", "{w}/notrun"], "not a gynlab run"),
+    "train --out is a run": (T + ["--out", "{w}/run"], "already holds a gynlab run"),
+    "resume with nothing to resume": (T + ["--out", "{w}/o", "--resume"], "cannot resume"),
+    "train --out is a link": (T + ["--out", "{w}/link.csv"], "symbolic link"),
+    "segment size not a multiple of 16": (["train", "--task", "segment", "--dataset", "phantom-uterus-mri", "--image-size", 40,
+                                           "--out", "{w}/o"], "multiple of 16"),
+    "missing run": (["predict", "--run", "{w}/nowhere", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "does not exist"),
+    "run is not a run": (["predict", "--run", "{w}/notrun", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "config.json is missing"),
+    "config not JSON": (["predict", "--run", "{w}/badjson", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "not valid JSON"),
+    "config a list": (["predict", "--run", "{w}/listjson", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "JSON object"),
+    "config null": (["predict", "--run", "{w}/nulljson", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "JSON object"),
+    "config without model": (["predict", "--run", "{w}/nomodel", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "'model' is missing"),
+    "config with std 0": (["predict", "--run", "{w}/stdzero", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "'std' must be > 0"),
+    "config with unknown model": (["predict", "--run", "{w}/unknownmodel", "--input", "{w}/imgs", "--out", "{w}/p.csv"],
+                                  "unknown classify model"),
+    "config without classes": (["predict", "--run", "{w}/noclasses", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "'classes'"),
+    "config with a huge image size": (["predict", "--run", "{w}/hugesize", "--input", "{w}/imgs", "--out", "{w}/p.csv"],
+                                      "'image_size'"),
+    "missing input folder": (["predict", "--run", "{w}/run", "--input", "{w}/nowhere", "--out", "{w}/p.csv"], "does not exist"),
+    "input is a file": (["predict", "--run", "{w}/run", "--input", "{w}/afile.txt", "--out", "{w}/p.csv"], "is not a folder"),
+    "no images": (["predict", "--run", "{w}/run", "--input", "{w}/empty", "--out", "{w}/p.csv"], "no images"),
+    "predict --out is a folder": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/empty"], "is a folder"),
+    "predict --out is a FIFO": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/fifo"], "FIFO"),
+    "predict --out is a link": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/link.csv"], "symbolic link"),
+    "predict --out is an input image": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/imgs/a0.png"],
+                                        "input folder"),
+    "predict --out is the run's config": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/run/config.json"],
+                                          "input folder"),
+    "predict batch size 0": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/p.csv", "--batch-size", 0],
+                             "--batch-size must be in [1"),
+    "predict on a device that does not exist": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/p.csv",
+                                                 "--device", "bogus"], "unknown device"),
+    "unknown dataset card": (["data", "info", "no-such-dataset"], "no-such-dataset"),
+    "data root that does not exist": (["data", "list", "--root", "{w}/nowhere"], "no such folder"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_refused_cleanly(world, name):
+    argv, words = CASES[name]
+    argv = [str(a).replace("{w}", str(world)) for a in argv]
+    before = tree(world)
+    code, out, err = gynlab(*argv)
+    assert code == 2, f"{name}: exit {code}\n{err}"
+    assert words in err, f"{name}: {err!r} lacks {words!r}"
+    assert "Traceback" not in err and err.startswith("gynlab: error: "), err
+    assert tree(world) == before, f"{name}: files changed"
+
+
+def test_non_utf8_file_name_is_predicted_and_shown_escaped(world, tmp_path):
+    imgs = tmp_path / "odd"; imgs.mkdir()
+    name = os.fsdecode(b"caf\xe9.png")                     # Latin-1 bytes: not valid UTF-8
+    Image.new("RGB", (20, 20), (10, 20, 30)).save(imgs / name)
+    Image.new("RGB", (20, 20), (10, 20, 30)).save(imgs / "=cmd|calc!A0.png")   # a formula-looking name
+    code, out, err = gynlab("predict", "--run", world / "run", "--input", imgs, "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    text = (tmp_path / "p.csv").read_text(encoding="utf-8")
+    assert "caf\\xe9.png" in text and "\n'=cmd" in text            # escaped, and not a spreadsheet formula
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd", "p.csv"]   # no temporary file left
