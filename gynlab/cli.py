@@ -15,7 +15,7 @@ from pathlib import Path
 from .core import GynlabError, UsageError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'PLUGIN_MODULES', 'data_list', 'data_info', 'build_parser', 'main']
+__all__ = ['TRAIN_DEFAULTS', 'COMMANDS', 'PLUGIN_MODULES', 'data_list', 'data_info', 'build_parser', 'main']
 
 # %% ../nbs/lib/99_cli.ipynb #cl000007
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -74,23 +74,30 @@ def data_info(name: str, root=None, as_json: bool = False) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/lib/99_cli.ipynb #cl000009
+TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image_size=64, channels=3, batch_size=32, lr=1e-3,
+                      class_weights=None, augment=None, schedule=None, lr_ratio=None, freeze_epochs=0, weight_decay=None,
+                      label_smoothing=0.0, amp=False, channels_last=False)
+
 def _cmd_train(a) -> int:
-    if a.task == "segment":
+    from gynlab.tasks import with_recipe
+    s = with_recipe(a.recipe, {k: getattr(a, k) for k in TRAIN_DEFAULTS}, TRAIN_DEFAULTS)
+    s.pop("budget_cpu_min", None)
+    if s["dataset"] is None: raise UsageError("give --dataset (or a --recipe that names one)")
+    if s.pop("task") == "segment":
         from gynlab.segment import train_segmenter
-        model = a.model if a.model != "smallcnn" else "unet"
-        m = train_segmenter(a.dataset, epochs=a.epochs, image_size=a.image_size, out=a.out, batch_size=a.batch_size,
-                            lr=a.lr, seed=a.seed, device=a.device, subset=a.subset, model=model, data_root=a.root,
-                            progress=not a.quiet, overwrite=a.overwrite)
+        m = train_segmenter(s["dataset"], epochs=s["epochs"], image_size=s["image_size"], out=a.out, batch_size=s["batch_size"],
+                            lr=s["lr"], seed=a.seed, device=a.device, subset=a.subset, model=s["model"] or "unet",
+                            data_root=a.root, progress=not a.quiet, overwrite=a.overwrite)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and abs(v) < float("inf"))
         print(f"validation: {shown}")
     else:
         from gynlab.history import finite
         from gynlab.tasks import train_classifier
-        h = train_classifier(a.dataset, a.model, a.out, epochs=a.epochs, image_size=a.image_size, channels=a.channels,
-                             batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, subset=a.subset,
-                             pretrained=a.pretrained, class_weights=a.class_weights, early_stopping=a.patience,
-                             target=a.target, resume=a.resume, overwrite=a.overwrite, num_workers=a.num_workers,
-                             data_root=a.root, progress=not a.quiet)
+        s["model"] = s["model"] or "smallcnn"
+        h = train_classifier(s.pop("dataset"), s.pop("model"), a.out, **s, seed=a.seed, device=a.device, subset=a.subset,
+                             pretrained=a.pretrained, early_stopping=a.patience, target=a.target, recipe=a.recipe,
+                             resume=a.resume, overwrite=a.overwrite, num_workers=a.num_workers, data_root=a.root,
+                             progress=not a.quiet)
         b = h.best
         shown = ", ".join(f"{k}={b[k]:.3f}" for k in ("valid_loss", "accuracy", "balanced_accuracy", "auc") if finite(b.get(k)))
         print(f"best epoch {h.best_epoch}: {shown}")
@@ -107,7 +114,7 @@ def _cmd_predict(a) -> int:
     else:
         from gynlab.tasks import predict_folder
         rows, skipped = predict_folder(a.run, a.input, a.out, recursive=a.recursive, skip_bad=a.skip_bad,
-                                       device=a.device, batch_size=a.batch_size)
+                                       device=a.device, batch_size=a.batch_size, tta=a.tta)
         what = f"wrote {len(rows)} predictions to {a.out}"
     for f, why in skipped: print(f"gynlab predict: skipped: {why}", file=sys.stderr)
     found = Path(a.input).rglob("*") if a.recursive else Path(a.input).iterdir()
@@ -121,15 +128,26 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a classifier or a segmenter on a gynlab dataset; writes a run folder",
                        description="Train a model and write OUT/model.safetensors, config.json and metrics.json. "
                                    "Not for clinical use.")
-    p.add_argument("--task", choices=["classify", "segment"], default="classify")
-    p.add_argument("--dataset", required=True, help="a dataset name (see `gynlab data list`)")
-    p.add_argument("--model", default="smallcnn", help="classifier name (gynlab.models.pretrained.available()) or unet/attention_unet")
+    p.add_argument("--recipe", default=None, help="start from a measured recipe (see gynlab.tasks.RECIPES: mmotu-classify, "
+                   "mmotu-lesions, hc18); any other flag overrides it")
+    p.add_argument("--task", choices=["classify", "segment"], default=None, help="classify (default) or segment")
+    p.add_argument("--dataset", default=None, help="a dataset name (see `gynlab data list`)")
+    p.add_argument("--model", default=None, help="classifier (gynlab.models.pretrained.available(); default smallcnn) "
+                   "or unet/attention_unet")
     p.add_argument("--out", required=True, help="run folder to write (new, empty, or a run with --overwrite/--resume)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--channels", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=None, help="default 5")
+    p.add_argument("--image-size", type=int, default=None, help="default 64")
+    p.add_argument("--channels", type=int, default=None, help="1 or 3 (default 3)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 32")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the head (default 0.001)")
+    p.add_argument("--augment", choices=["ultrasound", "cytology"], default=None, help="augmentation for the modality")
+    p.add_argument("--schedule", choices=["onecycle"], default=None, help="learning-rate schedule")
+    p.add_argument("--lr-ratio", type=float, default=None, help="discriminative learning rates: first layers at lr/RATIO")
+    p.add_argument("--freeze-epochs", type=int, default=None, help="train only the head for this many epochs first")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="channels-last memory layout")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--subset", type=int, default=None, help="use at most N images per split (quick runs)")
@@ -152,6 +170,7 @@ def _add_train(sub):
     q.add_argument("--recursive", action="store_true", help="also read images in subfolders")
     q.add_argument("--device", default=None)
     q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--tta", action="store_true", help="test-time augmentation: average with the left-right mirror (classifiers)")
     q.set_defaults(func=_cmd_predict)
 
 def _add_data(sub):

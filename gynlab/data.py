@@ -4,36 +4,25 @@
 
 # %% ../nbs/00_data.ipynb #64d8770f
 from __future__ import annotations
-import csv, difflib, hashlib, importlib, io, json, os, re, shutil, tempfile, warnings
-import urllib.error, urllib.request
-from concurrent.futures import ThreadPoolExecutor
+import difflib
+import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
-from PIL import Image as PILImage, ImageDraw, UnidentifiedImageError
+from PIL import Image as PILImage
+
+# the data errors live in gynlab.core; they are importable from here too (`from gynlab.data import DataError`)
+from .core import (BadImageError, DataError, DatasetNotFound, DownloadError,  # noqa: F401
+                         UnknownDataset, UsageError)
 
 # %% auto #0
 __all__ = ['MMOTU_CLASSES', 'MMOTU_PALETTE', 'SIPAKMED_CLASSES', 'HERLEV_CLASSES', 'BINARY_CLASSES', 'DOPPLER_THRESHOLD',
-           'DataError', 'UnknownDataset', 'DatasetNotFound', 'DownloadError', 'DatasetCard', 'register', 'cards',
-           'card', 'card_table', 'cache_dir', 'clear_cache', 'data_roots', 'find_data', 'load', 'validate',
-           'colour_mask_to_index', 'fill_outline', 'grouped_split', 'split_overlap', 'colour_fraction', 'load_mmotu',
-           'load_hc18', 'load_isbi2014', 'load_sipakmed', 'load_herlev', 'make_fixture', 'download']
-
-# %% ../nbs/00_data.ipynb #4f7fb1a6
-class DataError(ValueError):
-    "A problem with data files or folders; the message names the file and what is wrong."
-
-class UnknownDataset(DataError, KeyError):
-    "A dataset name that is not in the registry; the message lists the known names."
-    def __str__(self): return str(self.args[0]) if self.args else ""
-
-class DatasetNotFound(DataError, FileNotFoundError):
-    "A registered dataset whose files are in none of the places `load` searched (also a `FileNotFoundError`)."
-
-class DownloadError(DataError):
-    "A download that failed (no network, HTTP error, wrong checksum)."
+           'DatasetCard', 'register', 'cards', 'card', 'card_table', 'cache_dir', 'data_roots', 'find_data',
+           'fit_image', 'load', 'validate', 'colour_mask_to_index', 'fill_outline', 'grouped_split', 'split_overlap',
+           'colour_fraction']
 
 # %% ../nbs/00_data.ipynb #8e0a097f
 @dataclass
@@ -65,41 +54,28 @@ class DatasetCard:
 
 # %% ../nbs/00_data.ipynb #0e0a8e22
 _REGISTRY: dict[str, DatasetCard] = {}
-_PLUGINS = ("gynlab.phantoms",)  # modules that register more cards when imported
 
 def register(card: DatasetCard) -> DatasetCard:
     "Add `card` to the registry (a card of the same name is replaced)."
     if not isinstance(card, DatasetCard): raise TypeError(f"register() takes a DatasetCard, got {type(card).__name__}")
-    if not card.name or card.name != card.name.strip(): raise ValueError(f"bad dataset name {card.name!r}")
-    if ":" not in card.loader: raise ValueError(f"card {card.name!r}: loader must be 'module:function', got {card.loader!r}")
+    if not card.name or card.name != card.name.strip(): raise UsageError(f"bad dataset name {card.name!r}")
+    if ":" not in card.loader:
+        raise UsageError(f"card {card.name!r}: loader must be 'module:function', got {card.loader!r}")
     _REGISTRY[card.name.lower()] = card
     return card
 
-def _load_plugins():
-    for mod in _PLUGINS:
-        try: importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod: warnings.warn(f"{mod} could not be imported ({e}); its datasets are not listed")
-        except Exception as e: warnings.warn(f"{mod} could not be imported ({e!r}); its datasets are not listed")
-    if __name__ != "gynlab.data":          # run as the lesson notebook: plugins registered in the package's registry
-        try:
-            for k, v in importlib.import_module("gynlab.data")._REGISTRY.items(): _REGISTRY.setdefault(k, v)
-        except ImportError: pass
-
 def cards() -> dict[str, DatasetCard]:
     "All registered dataset cards, phantoms included, by name."
-    _load_plugins()
     return dict(_REGISTRY)
 
 def card(name: str) -> DatasetCard:
     "The card called `name`; an `UnknownDataset` error lists the known names."
     key = str(name).strip().lower()
-    if key not in _REGISTRY: _load_plugins()
     if key in _REGISTRY: return _REGISTRY[key]
     known = sorted(_REGISTRY)
     close = difflib.get_close_matches(key, known, n=2)
-    raise UnknownDataset(f"unknown dataset {name!r}." + (f" Did you mean {' or '.join(map(repr, close))}?" if close else "")
-                         + f" Known datasets: {', '.join(known)}.")
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise UnknownDataset(f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(known)}.")
 
 # %% ../nbs/00_data.ipynb #89c957e5
 MMOTU_CLASSES = ["Chocolate_Cyst", "Serous_Cystadenoma", "Teratoma", "Theca_Cell_Tumor", "Simple_Cyst",
@@ -112,8 +88,7 @@ HERLEV_CLASSES = ["normal_superficiel", "normal_intermediate", "normal_columnar"
                   "moderate_dysplastic", "severe_dysplastic", "carcinoma_in_situ"]
 BINARY_CLASSES = ["normal", "abnormal"]
 
-# %% ../nbs/00_data.ipynb #a71adfb6
-register(DatasetCard(
+_ = register(DatasetCard(
     "mmotu", "MMOTU OTU_2D: ovarian tumour ultrasound", "ultrasound (2D B-mode, some colour Doppler)",
     ["classification", "segmentation"], MMOTU_CLASSES, "RGB, longer side <= 512 px here (original up to ~1000)",
     "1,469 official (1,323 here: train 1,177 / validation 146)",
@@ -127,8 +102,9 @@ register(DatasetCard(
      "'group' is the image id",
      "about 15% of images are colour Doppler (colour flow overlay): a domain shift inside the set",
      "split is the redistributor's, not the official MMOTU train/val lists; 146 images are held back"],
-    "gynlab.data:load_mmotu", True, "mmotu_otu2d"))
+    "gynlab.datasets:load_mmotu", True, "mmotu_otu2d"))
 
+# %% ../nbs/00_data.ipynb #a71adfb6
 register(DatasetCard(
     "hc18", "HC18: fetal head circumference", "ultrasound (2D B-mode, fetal head)",
     ["segmentation", "regression (head circumference)"], ["background", "skull"],
@@ -141,11 +117,11 @@ register(DatasetCard(
      "this copy is downsampled x2 (pixel size doubled in the CSV) and its ellipses are filled; the official "
      "release draws 1-px outlines (the loader fills them)",
      "an ellipse fitted to the ground-truth mask lands ~1.2 mm (mean) from the official circumference here"],
-    "gynlab.data:load_hc18", True, "hc18",
+    "gynlab.datasets:load_hc18", True, "hc18",
     {"url": "https://zenodo.org/records/1327317", "sha256": "",
      "note": "record page with training_set.zip and the CSV; checksums not recorded here (sha256 unknown)"}))
 
-register(DatasetCard(
+_ = register(DatasetCard(
     "isbi2014", "ISBI 2014 overlapping cervical cytology", "cytology (Pap smear, synthetic and EDF)",
     ["segmentation (nuclei, per-cell cytoplasm)"], ["background", "nucleus"],
     "512x512 synthetic, 1024x1024 EDF (grey-scale)", "45 synthetic training + 16 EDF images here",
@@ -157,8 +133,9 @@ register(DatasetCard(
     ["synthetic images are simulated overlapping cells: scores on them overstate real-slide performance",
      "EDF nucleus ground truth is drawn as outlines (filled by the loader); no cytoplasm truth for EDF",
      "the 90 synthetic test images are not included"],
-    "gynlab.data:load_isbi2014", True, "isbi2014_cervical_cytology"))
+    "gynlab.datasets:load_isbi2014", True, "isbi2014_cervical_cytology"))
 
+# %% ../nbs/00_data.ipynb #d8a11c01
 register(DatasetCard(
     "sipakmed", "SIPaKMeD Pap-smear cells", "cytology (Pap smear, colour microscopy)",
     ["classification (5 classes, or normal/abnormal)"], SIPAKMED_CLASSES, "RGB crops of varying size",
@@ -171,20 +148,48 @@ register(DatasetCard(
     "Superficial-Intermediate",
     ["crops of one slide image share staining and focus: group by source image (done)",
      "no patient ids", "metaplastic cells are benign: counted as 'normal' in the 2-class grouping"],
-    "gynlab.data:load_sipakmed", True, "sipakmed"))
+    "gynlab.datasets:load_sipakmed", True, "sipakmed"))
 
 _ = register(DatasetCard(
     "herlev", "Herlev Pap-smear cells (smear2005)", "cytology (Pap smear, colour microscopy)",
     ["classification (7 classes, or normal/abnormal)", "segmentation"], HERLEV_CLASSES, "RGB single-cell images",
-    "917 cells",
-    "Jantzen J. et al., Pap-smear benchmark data for pattern classification, NiSIS 2005",
+    "917 cells", "Jantzen J. et al., Pap-smear benchmark data for pattern classification, NiSIS 2005",
     "free for research with citation (see source)", "http://mde-lab.aegean.gr/index.php/downloads",
     "herlev/ New database pictures/<class>/<id>.BMP with <id>-d.bmp colour-coded segmentation, "
     "class in normal_superficiel, normal_intermediate, normal_columnar, light_dysplastic, moderate_dysplastic, "
     "severe_dysplastic, carcinoma_in_situ",
     ["no patient or slide ids: each cell is its own group", "classes are imbalanced and several are small",
      "'segmentation' is the colour-coded -d.bmp as shipped, not class indices"],
-    "gynlab.data:load_herlev", True, "herlev"))
+    "gynlab.datasets:load_herlev", True, "herlev"))
+
+# %% ../nbs/00_data.ipynb #d8a11c02
+_PHANTOM = dict(n_images="any (default 300)",
+                citation="gynlab phantoms (synthetic; procedural, seeded). No patient data.",
+                licence="Apache-2.0 (generated by gynlab)", source="generated on the fly by gynlab.phantoms",
+                layout="none: generated in memory", real=False)
+for _c in [
+    DatasetCard("phantom-cytology", "Pap-smear cell phantoms", "cytology (Pap smear, RGB)",
+                ["classification", "segmentation"], ["superficial", "intermediate", "parabasal", "lsil", "hsil"],
+                "64x64 (any 32-1024)",
+                loader="gynlab.phantoms:phantom_cytology", **_PHANTOM,
+                caveats=["synthetic: class features follow textbook descriptions, not measured distributions",
+                         "masks describe the central cell only; neighbours and debris are unlabelled nuisance"]),
+    DatasetCard("phantom-pelvic-us", "Pelvic ultrasound phantoms (ovary, follicles, cyst, solid mass)",
+                "ultrasound (grey-scale, sector)", ["classification", "segmentation"],
+                ["normal", "simple_cyst", "solid"], "128x128 (any 32-1024)",
+                loader="gynlab.phantoms:phantom_pelvic_us", **_PHANTOM,
+                caveats=["synthetic: simplified speckle/attenuation physics",
+                         "mask classes: background, ovary_stroma, follicle, cyst, solid_tumour"]),
+    DatasetCard("phantom-uterus-mri", "Uterine T2 MRI phantoms (fibroids)", "MRI (T2-weighted-like, sagittal)",
+                ["classification", "segmentation"], ["no_fibroid", "fibroid"], "128x128 (any 32-1024)",
+                loader="gynlab.phantoms:phantom_uterus_mri", **_PHANTOM,
+                caveats=["synthetic: one slice, no 3-D context",
+                         "mask classes: background, myometrium, endometrium, fibroid"]),
+    DatasetCard("phantom-cine", "Ultrasound cine-loop phantoms (beating vs still)", "ultrasound cine (T frames)",
+                ["sequence classification"], ["still", "beating"], "12x64x64 (frames x pixels)",
+                loader="gynlab.phantoms:phantom_cine", **_PHANTOM,
+                caveats=["a single frame carries no label information by design: use the sequence"])]:
+    register(_c)
 
 # %% ../nbs/00_data.ipynb #1cecc988
 def card_table(names: Iterable[str] | None = None, fmt: str = "markdown") -> str:
@@ -207,24 +212,15 @@ def cache_dir() -> Path:
     "The user cache: `$GYNLAB_CACHE` or `~/.cache/gynlab`."
     return Path(os.environ.get("GYNLAB_CACHE") or Path.home() / ".cache" / "gynlab").expanduser()
 
-def clear_cache():
-    "Delete gynlab's converted-data cache (downloads are kept)."
-    shutil.rmtree(cache_dir() / "converted", ignore_errors=True)
-
-def _shared_roots() -> list[Path]:
-    cwd = Path.cwd().resolve()
-    here = globals().get("__file__")                # gynlab/data.py -> the repo; absent when run as a notebook
-    starts = [cwd, *cwd.parents] + ([Path(here).resolve().parents[1]] if here else [])
-    out = []
-    for d in starts:
-        p = d.parent / "shared" / "data"
-        if p not in out: out.append(p)
-    return out
+def _shared_data() -> Path:
+    "`shared/data` beside this checkout: the folder above the repository that holds the gynlab package."
+    import gynlab
+    return Path(gynlab.__file__).resolve().parents[1].parent / "shared" / "data"
 
 def data_roots() -> list[tuple[str, Path]]:
     "The folders of dataset folders that `load` searches, in order, with where each comes from."
     env = [("$GYNLAB_DATA", Path(p).expanduser()) for p in os.environ.get("GYNLAB_DATA", "").split(os.pathsep) if p]
-    return env + [("../shared/data", p) for p in _shared_roots()] + [("user cache", cache_dir())]
+    return env + [("../shared/data", _shared_data()), ("user cache", cache_dir())]
 
 def find_data(name: str, root: str | os.PathLike | None = None) -> Path:
     "The folder holding dataset `name`; `DatasetNotFound` says where it looked and what to do."
@@ -240,26 +236,44 @@ def find_data(name: str, root: str | os.PathLike | None = None) -> Path:
         if (base / c.folder).is_dir(): return base / c.folder
         tried.append(f"  - {where}: {base / c.folder}")
     if "GYNLAB_DATA" not in os.environ: tried.insert(0, "  - $GYNLAB_DATA: (not set)")
-    dl = f"\n  or, once downloaded, put it at {cache_dir() / c.folder}"
     raise DatasetNotFound(
-        f"dataset {c.name!r} ({c.title}) was not found. Looked for a folder named {c.folder!r} in:\n"
-        + "\n".join(tried)
+        f"dataset {c.name!r} ({c.title}) was not found. Looked for a folder named {c.folder!r} in:\n" + "\n".join(tried)
         + f"\nWhat to do: download it from the official source, {c.source}, unpack it with this layout:\n"
         + f"  {c.layout}\nthen either pass load({c.name!r}, root='/path/to/{c.folder}'),\n"
-        + f"  or set GYNLAB_DATA to the folder that contains {c.folder}/ (export GYNLAB_DATA=/path/to/data),{dl}")
+        + f"  or set GYNLAB_DATA to the folder that contains {c.folder}/ (export GYNLAB_DATA=/path/to/data),"
+        + f"\n  or, once downloaded, put it at {cache_dir() / c.folder}")
 
 # %% ../nbs/00_data.ipynb #f9a49bb6
+def fit_image(im: PILImage.Image, size: int | None, resample=PILImage.BILINEAR) -> PILImage.Image:
+    "Scale `im` so its longer side is `size` (aspect kept) and pad bottom/right with zeros to size x size."
+    if size is None: return im
+    w, h = im.size; s = size / max(w, h)
+    out = PILImage.new(im.mode, (size, size))
+    out.paste(im.resize((max(1, round(w * s)), max(1, round(h * s))), resample), (0, 0))
+    return out
+
+_fit = fit_image  # the older private name, kept for code that still imports it
+
+def _loader(c: DatasetCard):
+    "The function a card's 'module:function' string names, imported now."
+    mod, fn = c.loader.split(":")
+    try: module = importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        if e.name != mod: raise
+        raise DataError(f"dataset {c.name!r}: its loader module {mod!r} is not installed") from None
+    if not callable(f := getattr(module, fn, None)):
+        raise DataError(f"dataset {c.name!r}: {mod} has no function {fn!r}")
+    return f
+
 def load(name: str, root: str | os.PathLike | None = None, **kwargs):
     "Load dataset `name` as a `datasets.DatasetDict` (see the card for columns and splits)."
     c = card(name)
-    mod, fn = c.loader.split(":")
-    loader = getattr(importlib.import_module(mod), fn)
-    if not c.real: return loader(**kwargs)
-    return loader(find_data(c.name, root), **kwargs)
+    if not c.real: return _loader(c)(**kwargs)
+    return _loader(c)(find_data(c.name, root), **kwargs)
 
 def validate(name: str, root: str | os.PathLike | None = None, **kwargs):
     "Check every file of dataset `name` now (decode each image and mask); returns the `DatasetDict`."
-    return load(name, root, validate=True, **kwargs)
+    return load(name, root, validate=True, **kwargs) if card(name).real else load(name, **kwargs)
 
 # %% ../nbs/00_data.ipynb #8715ac8c
 def colour_mask_to_index(rgb, palette: dict, file: str = "mask") -> np.ndarray:
@@ -269,7 +283,7 @@ def colour_mask_to_index(rgb, palette: dict, file: str = "mask") -> np.ndarray:
         raise DataError(f"{file}: expected an RGB colour mask (H, W, 3), got an array of shape {a.shape}")
     a = a[..., :3]
     cols = np.array(list(palette), np.uint8).reshape(-1, 3)
-    if len(palette) > 254 or max(palette.values()) > 254: raise ValueError("palette indices must be < 255")
+    if len(palette) > 254 or max(palette.values()) > 254: raise UsageError("palette indices must be < 255")
     # each channel value -> its rank among the palette's values for that channel (nv = "not in palette")
     nv = max(len(set(cols[:, c])) for c in range(3))
     chan = np.full((3, 256), nv, np.uint16)
@@ -286,8 +300,8 @@ def colour_mask_to_index(rgb, palette: dict, file: str = "mask") -> np.ndarray:
         ys, xs = np.nonzero(bad)
         desc = "; ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) first at x={xs[i]}, y={ys[i]} ({n} px)"
                          for c, i, n in list(zip(colours, first, counts))[:5])
-        raise DataError(f"{file}: unknown mask colour(s) {desc}" + (f" and {len(colours) - 5} more" if len(colours) > 5 else "")
-                        + f". Known colours: {sorted(palette)}")
+        more = f" and {len(colours) - 5} more" if len(colours) > 5 else ""
+        raise DataError(f"{file}: unknown mask colour(s) {desc}{more}. Known colours: {sorted(palette)}")
     return idx
 
 # %% ../nbs/00_data.ipynb #82544004
@@ -305,105 +319,6 @@ def fill_outline(mask, file: str = "mask") -> np.ndarray:
             raise DataError(f"{file}: the outline is not closed, so it cannot be filled into a region")
     return filled.astype(np.uint8)
 
-# %% ../nbs/00_data.ipynb #cee0ec9d
-_CACHE_VERSION = "2"
-_IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-def _open(path: Path, what: str = "image") -> PILImage.Image:
-    "Open and fully decode an image; any failure becomes a DataError naming the file."
-    try:
-        im = PILImage.open(path); im.load(); return im
-    except FileNotFoundError: raise DataError(f"{path}: {what} file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: corrupt or unreadable {what} ({e})") from None
-
-def _same_size(img: PILImage.Image, msk: PILImage.Image, ipath, mpath):
-    if img.size != msk.size:
-        raise DataError(f"{mpath}: mask is {msk.size[0]}x{msk.size[1]} but its image {Path(ipath).name} is "
-                        f"{img.size[0]}x{img.size[1]} (width x height): image/mask size mismatch")
-
-def _fit(im: PILImage.Image, size: int | None, resample) -> PILImage.Image:
-    "Scale so the longer side is `size` (aspect kept) and pad bottom/right to size x size."
-    if size is None: return im
-    w, h = im.size; s = size / max(w, h)
-    out = PILImage.new(im.mode, (size, size))
-    out.paste(im.resize((max(1, round(w * s)), max(1, round(h * s))), resample), (0, 0))
-    return out
-
-def _check_size(image_size):
-    if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 8):
-        raise ValueError(f"image_size must be None or an int >= 8, got {image_size!r}")
-
-def _save_png(im: PILImage.Image, path: Path) -> str:
-    im.save(path, format="PNG", compress_level=1); return str(path)
-
-def _key(files: Iterable[Path], **extra) -> str:
-    "A cache key from every source file's path, size and mtime, plus the options."
-    h = hashlib.sha1(json.dumps({"v": _CACHE_VERSION, **extra}, sort_keys=True, default=str).encode())
-    for p in files:
-        st = os.stat(p); h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-def _writable_cache() -> Path:
-    base = cache_dir() / "converted"
-    try: base.mkdir(parents=True, exist_ok=True); return base
-    except OSError:
-        base = Path(tempfile.gettempdir()) / f"gynlab-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / "converted"
-        base.mkdir(parents=True, exist_ok=True); return base
-
-def _run_all(fn: Callable, items: list, what: str) -> list:
-    "Apply `fn` to every item (threads); collect every DataError and raise them together, none dropped."
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as ex:
-        futs = [ex.submit(fn, it) for it in items]
-    out, errs = [], []
-    for f in futs:
-        try: out.append(f.result())
-        except DataError as e: errs.append(str(e)); out.append(None)
-    if errs:
-        more = f"\n  ... and {len(errs) - 10} more" if len(errs) > 10 else ""
-        raise DataError(f"{len(errs)} problem(s) in {what}:\n  " + "\n  ".join(errs[:10]) + more)
-    return out
-
-def _cached(kind: str, key: str, build: Callable[[Path], dict], force: bool = False) -> tuple[Path, dict]:
-    "Build converted files into a temp folder and rename it to converted/kind/key (atomic); reuse it later."
-    base = _writable_cache() / kind; base.mkdir(exist_ok=True)
-    final = base / key
-    if (final / "manifest.json").exists() and not force:
-        return final, json.loads((final / "manifest.json").read_text())
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=base))
-    try:
-        manifest = build(tmp)
-        (tmp / "manifest.json").write_text(json.dumps(manifest))
-        if force and final.exists(): shutil.rmtree(final, ignore_errors=True)
-        try: os.rename(tmp, final)
-        except OSError:
-            if not (final / "manifest.json").exists(): raise   # else another process finished first: use theirs
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-    return final, json.loads((final / "manifest.json").read_text())
-
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMG_EXT and not p.name.startswith("."))
-
-def _need(*paths: Path, what: str):
-    for p in paths:
-        if not p.exists(): raise DataError(f"{p} is missing: this is not {what} (expected layout: see card)")
-
-def _read_csv(path: Path, required: list[str]) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rd = csv.DictReader(f)
-        cols = [c.strip() for c in (rd.fieldnames or [])]
-        miss = [c for c in required if c not in cols]
-        if miss: raise DataError(f"{path}: missing column(s) {miss}; found {cols}")
-        rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in rd]
-    if not rows: raise DataError(f"{path}: has a header but no rows (empty label file)")
-    return rows
-
-def _dataset_dict(splits: dict[str, dict], features: dict):
-    import datasets
-    feats = datasets.Features(features)
-    return datasets.DatasetDict({k: datasets.Dataset.from_dict(v, features=feats) for k, v in splits.items()})
-
 # %% ../nbs/00_data.ipynb #32799473
 def grouped_split(groups: Iterable, fractions: dict | None = None, seed: int = 0) -> dict[str, list[int]]:
     "Row indices per split, assigning whole groups (by count of groups) with a seeded shuffle."
@@ -411,7 +326,7 @@ def grouped_split(groups: Iterable, fractions: dict | None = None, seed: int = 0
     groups = [str(g) for g in groups]
     uniq = sorted(set(groups))
     fr = np.asarray(list(fractions.values()), float)
-    if (fr < 0).any() or fr.sum() <= 0: raise ValueError(f"fractions must be >= 0 and not all 0, got {fractions}")
+    if (fr < 0).any() or fr.sum() <= 0: raise UsageError(f"fractions must be >= 0 and not all 0, got {fractions}")
     bounds = np.round(np.cumsum(fr / fr.sum()) * len(uniq)).astype(int)
     order = np.random.default_rng(seed).permutation(len(uniq))
     assign, start = {}, 0
@@ -439,371 +354,3 @@ def colour_fraction(img) -> float:
     return float(((r - np.maximum(g, b)) > 60).mean() + ((b - np.maximum(r, g)) > 60).mean())
 
 DOPPLER_THRESHOLD = 0.002
-
-# %% ../nbs/00_data.ipynb #f53642d7
-def load_mmotu(root, image_size: int | None = None, validate: bool = False):
-    "MMOTU OTU_2D from `root` (images/, annotations/, labels.csv) as a DatasetDict with the CSV's splits."
-    import datasets
-    _check_size(image_size)
-    root = Path(root); csv_path = root / "labels.csv"
-    _need(csv_path, root / "images", root / "annotations", what=f"an MMOTU OTU_2D folder ({root})")
-    rows = _read_csv(csv_path, ["image", "annotation", "class_name", "split"])
-    items, seen = [], set()
-    for n, r in enumerate(rows, start=2):
-        where = f"{csv_path}, line {n}"
-        if r["class_name"] not in MMOTU_CLASSES:
-            raise DataError(f"{where}: unknown class_name {r['class_name']!r}; known: {MMOTU_CLASSES}")
-        if not r["split"]: raise DataError(f"{where}: empty split")
-        if r["image"] in seen: raise DataError(f"{where}: image {r['image']} is listed twice")
-        seen.add(r["image"])
-        img, ann = root / "images" / r["image"], root / "annotations" / r["annotation"]
-        lesion = ann.with_name(f"{ann.stem}_binary{ann.suffix}")
-        for p, what in ((img, "image"), (ann, "colour mask"), (lesion, "binary mask")):
-            if not p.exists(): raise DataError(f"{where}: the {what} {p} does not exist (label without a file)")
-        items.append((img, ann, lesion, MMOTU_CLASSES.index(r["class_name"]), r["split"]))
-    unlabelled = sorted(set(p.name for p in _list_images(root / "images")) - seen)
-    if unlabelled:
-        raise DataError(f"{root / 'images'}: {len(unlabelled)} image(s) have no row in {csv_path.name} (missing label): "
-                        + ", ".join(unlabelled[:5]) + (" ..." if len(unlabelled) > 5 else ""))
-
-    def convert(it, out: Path):
-        img_p, ann_p, les_p, label, _ = it
-        im, m, les = _open(img_p), _open(ann_p, "colour mask"), _open(les_p, "binary mask")
-        _same_size(im, m, img_p, ann_p); _same_size(im, les, img_p, les_p)
-        idx = colour_mask_to_index(np.asarray(m.convert("RGB")), MMOTU_PALETTE, str(ann_p))
-        present = set(np.flatnonzero(np.bincount(idx.ravel(), minlength=9)).tolist()) - {0}
-        if present - {label + 1}:
-            raise DataError(f"{ann_p}: mask colours say {[MMOTU_CLASSES[i - 1] for i in sorted(present)]} but "
-                            f"labels.csv says {MMOTU_CLASSES[label]}")
-        lv = np.asarray(les.convert("L"))
-        vals = np.flatnonzero(np.bincount(lv.ravel(), minlength=256))
-        if not set(vals.tolist()) <= {0, 1, 255}:
-            raise DataError(f"{les_p}: binary mask has values {vals.tolist()[:6]}, expected 0/1")
-        stem = img_p.stem
-        rec = {"colour_fraction": colour_fraction(np.asarray(im.convert("RGB"))[::4, ::4]), "mask": _save_png(_fit(PILImage.fromarray(idx), image_size, PILImage.NEAREST), out / f"{stem}_mask.png"),
-               "lesion_mask": _save_png(_fit(PILImage.fromarray((lv > 0).astype(np.uint8)), image_size, PILImage.NEAREST), out / f"{stem}_lesion.png")}
-        rec["image"] = _save_png(_fit(im.convert("RGB"), image_size, PILImage.BILINEAR), out / f"{stem}.png") if image_size else str(img_p)
-        return rec
-
-    files = [p for it in items for p in it[:3]]
-    key = _key(files, kind="mmotu", image_size=image_size)
-    folder, man = _cached("mmotu", key, lambda out: {str(i): r for i, r in enumerate(
-        _run_all(lambda it: convert(it, out), items, f"MMOTU at {root}"))}, force=validate)
-    splits: dict[str, dict] = {}
-    for i, (img_p, _, _, label, split) in enumerate(items):
-        rec = man[str(i)]
-        d = splits.setdefault(split, {k: [] for k in ["image", "mask", "lesion_mask", "label", "file", "group", "doppler", "colour_fraction"]})
-        d["image"].append(str(img_p) if not image_size else str(folder / Path(rec["image"]).name))
-        d["mask"].append(str(folder / Path(rec["mask"]).name)); d["lesion_mask"].append(str(folder / Path(rec["lesion_mask"]).name))
-        d["label"].append(label); d["file"].append(img_p.name); d["group"].append(img_p.stem)
-        d["doppler"].append(rec["colour_fraction"] > DOPPLER_THRESHOLD); d["colour_fraction"].append(rec["colour_fraction"])
-    return _dataset_dict(splits, {"image": datasets.Image(), "mask": datasets.Image(), "lesion_mask": datasets.Image(),
-                                  "label": datasets.ClassLabel(names=MMOTU_CLASSES), "file": datasets.Value("string"),
-                                  "group": datasets.Value("string"), "doppler": datasets.Value("bool"),
-                                  "colour_fraction": datasets.Value("float32")})
-
-# %% ../nbs/00_data.ipynb #b71d59e0
-_HC_IMG = re.compile(r"^(\d+)_(\d*)HC\.png$", re.I)
-_HC_ANN = re.compile(r"^(\d+)_(\d*)HC_Annotation\.png$", re.I)
-
-def _norm(s: str) -> str: return re.sub(r"[^a-z]", "", s.lower())
-
-def load_hc18(root, image_size: int | None = None, validate: bool = False, val_fraction: float = 0.2, seed: int = 0):
-    "HC18 training set from `root` (training_set/, the pixel-size CSV), split by exam into train/validation."
-    import datasets
-    _check_size(image_size)
-    root = Path(root); ts = root / "training_set"; csv_path = root / "training_set_pixel_size_and_HC.csv"
-    _need(ts, csv_path, what=f"an HC18 folder ({root})")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f: raw = list(csv.reader(f))
-    if len(raw) < 2: raise DataError(f"{csv_path}: no rows (empty label file)")
-    cols = {_norm(c): i for i, c in enumerate(raw[0])}
-    need = {"filename": "filename", "pixelsizemm": "pixel size(mm)", "headcircumferencemm": "head circumference (mm)"}
-    if not set(need) <= set(cols): raise DataError(f"{csv_path}: expected columns {list(need.values())}, found {raw[0]}")
-    meta = {}
-    for n, r in enumerate(raw[1:], start=2):
-        if not any(r): continue
-        try: meta[r[cols["filename"]]] = (float(r[cols["pixelsizemm"]]), float(r[cols["headcircumferencemm"]]), n)
-        except (ValueError, IndexError): raise DataError(f"{csv_path}, line {n}: cannot read {r}") from None
-    imgs, anns, other = {}, {}, []
-    for p in sorted(ts.iterdir()):
-        if p.name.startswith(".") or p.suffix.lower() not in _IMG_EXT: continue
-        if (m := _HC_ANN.match(p.name)): anns[p.name[: -len("_Annotation.png")] + ".png"] = p
-        elif (m := _HC_IMG.match(p.name)): imgs[p.name] = p
-        else: other.append(p.name)
-    if other: raise DataError(f"{ts}: unexpected image file(s) {other[:5]} (expected NNN_HC.png / NNN_HC_Annotation.png)")
-    if not imgs: raise DataError(f"{ts}: empty folder (no NNN_HC.png images)")
-    for name in sorted(set(anns) - set(imgs)): raise DataError(f"{anns[name]}: annotation without its image {name}")
-    for name in sorted(set(imgs) - set(anns)): raise DataError(f"{imgs[name]}: image without an annotation (missing label)")
-    for name in sorted(set(imgs) - set(meta)): raise DataError(f"{imgs[name]}: no row in {csv_path.name} (missing pixel size / HC)")
-    for name in sorted(set(meta) - set(imgs)): raise DataError(f"{csv_path}, line {meta[name][2]}: {name} does not exist in {ts}")
-    names = sorted(imgs)
-
-    def convert(name, out: Path):
-        ip, ap = imgs[name], anns[name]
-        im, a = _open(ip), _open(ap, "annotation")
-        _same_size(im, a, ip, ap)
-        filled = fill_outline(np.asarray(a.convert("L")), str(ap))
-        if not filled.any(): raise DataError(f"{ap}: annotation is empty (no skull ellipse)")
-        stem = ip.stem
-        rec = {"mask": _save_png(_fit(PILImage.fromarray(filled), image_size, PILImage.NEAREST), out / f"{stem}_mask.png"),
-               "scale": (max(im.size) / image_size) if image_size else 1.0}
-        if image_size: _save_png(_fit(im.convert("L"), image_size, PILImage.BILINEAR), out / f"{stem}.png")
-        return rec
-
-    key = _key([p for n in names for p in (imgs[n], anns[n])] + [csv_path], kind="hc18", image_size=image_size)
-    folder, man = _cached("hc18", key, lambda out: dict(zip(names, _run_all(lambda n: convert(n, out), names, f"HC18 at {root}"))), force=validate)
-    groups = [_HC_IMG.match(n).group(1) for n in names]
-    idx = grouped_split(groups, {"train": 1 - val_fraction, "validation": val_fraction}, seed)
-    splits = {}
-    for split, ii in idx.items():
-        sel = [names[i] for i in ii]
-        splits[split] = {"image": [str(folder / f"{Path(n).stem}.png") if image_size else str(imgs[n]) for n in sel],
-                         "mask": [str(folder / f"{Path(n).stem}_mask.png") for n in sel],
-                         "pixel_size_mm": [meta[n][0] * man[n]["scale"] for n in sel],
-                         "head_circumference_mm": [meta[n][1] for n in sel],
-                         "file": sel, "group": [groups[i] for i in ii]}
-    return _dataset_dict(splits, {"image": datasets.Image(), "mask": datasets.Image(), "pixel_size_mm": datasets.Value("float64"),
-                                  "head_circumference_mm": datasets.Value("float64"), "file": datasets.Value("string"),
-                                  "group": datasets.Value("string")})
-
-# %% ../nbs/00_data.ipynb #dc042f90
-_CELL = re.compile(r"^(\d+)_cell(\d+)\.png$", re.I)
-
-def load_isbi2014(root, image_size: int | None = None, validate: bool = False):
-    "ISBI 2014 cervical cytology from `root`: splits 'synthetic' (with per-cell cytoplasm masks) and 'edf'."
-    import datasets
-    _check_size(image_size)
-    root = Path(root); syn, edf = root / "synthetic_train", root / "edf"
-    if not syn.is_dir() and not edf.is_dir():
-        raise DataError(f"{root}: neither synthetic_train/ nor edf/ exists: this is not an ISBI 2014 folder")
-    jobs = []  # (part, image, nucleus mask, [cell masks], outline?)
-    if syn.is_dir():
-        _need(syn / "images", syn / "masks_nuclei", what=f"the ISBI synthetic part ({syn}); export masks from isbi_train_GT.mat")
-        ims = _list_images(syn / "images")
-        if not ims: raise DataError(f"{syn / 'images'}: empty folder")
-        cells: dict[str, list[Path]] = {}
-        cdir = syn / "masks_cytoplasm_per_cell"
-        for p in (_list_images(cdir) if cdir.is_dir() else []):
-            if not (m := _CELL.match(p.name)): raise DataError(f"{p}: unexpected file name (expected N_cellKK.png)")
-            cells.setdefault(m.group(1), []).append(p)
-        stems = {p.stem for p in ims}
-        for s in sorted(set(cells) - stems): raise DataError(f"{cells[s][0]}: cytoplasm mask without its image {s}.tif")
-        for p in sorted(ims, key=lambda p: (len(p.stem), p.stem)):
-            nm = syn / "masks_nuclei" / f"{p.stem}.png"
-            if not nm.exists(): raise DataError(f"{p}: image without a nucleus mask ({nm} is missing)")
-            jobs.append(("synthetic", p, nm, sorted(cells.get(p.stem, [])), False))
-    if edf.is_dir():
-        _need(edf / "images", edf / "nuclei_gt_outlines", what=f"the ISBI EDF part ({edf})")
-        ims = _list_images(edf / "images")
-        if not ims: raise DataError(f"{edf / 'images'}: empty folder")
-        for p in ims:
-            nm = edf / "nuclei_gt_outlines" / f"{p.stem}_GT.png"
-            if not nm.exists(): raise DataError(f"{p}: image without nucleus ground truth ({nm} is missing)")
-            jobs.append(("edf", p, nm, [], True))
-
-    def convert(job, out: Path):
-        part, ip, mp, cps, outline = job
-        im, m = _open(ip), _open(mp, "mask")
-        _same_size(im, m, ip, mp)
-        nuc = fill_outline(np.asarray(m.convert("L")), str(mp)) if outline else (np.asarray(m.convert("L")) > 0).astype(np.uint8)
-        stem = f"{part}_{ip.stem}"
-        rec = {"mask": _save_png(_fit(PILImage.fromarray(nuc), image_size, PILImage.NEAREST), out / f"{stem}_mask.png"), "cells": []}
-        for k, cp in enumerate(cps):
-            c = _open(cp, "cytoplasm mask"); _same_size(im, c, ip, cp)
-            cm = (np.asarray(c.convert("L")) > 0).astype(np.uint8)
-            rec["cells"].append(_save_png(_fit(PILImage.fromarray(cm), image_size, PILImage.NEAREST), out / f"{stem}_cell{k:02d}.png"))
-        if image_size: _save_png(_fit(im.convert("L"), image_size, PILImage.BILINEAR), out / f"{stem}.png")
-        return rec
-
-    key = _key([p for j in jobs for p in (j[1], j[2], *j[3])], kind="isbi2014", image_size=image_size)
-    folder, man = _cached("isbi2014", key, lambda out: {str(i): r for i, r in enumerate(
-        _run_all(lambda j: convert(j, out), jobs, f"ISBI 2014 at {root}"))}, force=validate)
-    splits = {}
-    for i, (part, ip, _, _, _) in enumerate(jobs):
-        rec, stem = man[str(i)], f"{part}_{ip.stem}"
-        d = splits.setdefault(part, {k: [] for k in ["image", "mask", "cytoplasm", "part", "file", "group"]})
-        d["image"].append(str(folder / f"{stem}.png") if image_size else str(ip))
-        d["mask"].append(str(folder / Path(rec["mask"]).name))
-        d["cytoplasm"].append([str(folder / Path(c).name) for c in rec["cells"]])
-        d["part"].append(part); d["file"].append(ip.name); d["group"].append(stem)
-    return _dataset_dict(splits, {"image": datasets.Image(), "mask": datasets.Image(), "cytoplasm": [datasets.Image()],
-                                  "part": datasets.Value("string"), "file": datasets.Value("string"), "group": datasets.Value("string")})
-
-# %% ../nbs/00_data.ipynb #586dbe8a
-def _classification(kind, root, items, classes, n_normal, image_size, validate, val_fraction, seed, seg=False):
-    "Shared tail of the cell-classification loaders: validate/resize every file, split by group."
-    import datasets
-    def convert(it, out: Path):
-        ip, label, group, sp = it
-        im = _open(ip)
-        rec = {}
-        if sp is not None:
-            s = _open(sp, "segmentation"); _same_size(im, s, ip, sp)
-            if image_size: rec["seg"] = _save_png(_fit(s.convert("RGB"), image_size, PILImage.NEAREST), out / f"{_safe(ip)}_seg.png")
-        if image_size: rec["image"] = _save_png(_fit(im.convert("RGB"), image_size, PILImage.BILINEAR), out / f"{_safe(ip)}.png")
-        return rec
-    files = [p for it in items for p in (it[0], it[3]) if p is not None]
-    key = _key(files, kind=kind, image_size=image_size)
-    folder, man = _cached(kind, key, lambda out: {str(i): r for i, r in enumerate(
-        _run_all(lambda it: convert(it, out), items, f"{kind} at {root}"))}, force=validate)
-    idx = grouped_split([it[2] for it in items], {"train": 1 - val_fraction, "validation": val_fraction}, seed)
-    cols = ["image", "label", "binary_label", "file", "group"] + (["segmentation"] if seg else [])
-    splits = {}
-    for split, ii in idx.items():
-        d = splits[split] = {k: [] for k in cols}
-        for i in ii:
-            ip, label, group, sp = items[i]; rec = man[str(i)]
-            d["image"].append(str(folder / Path(rec["image"]).name) if image_size else str(ip))
-            d["label"].append(label); d["binary_label"].append(int(label >= n_normal))
-            d["file"].append(ip.name); d["group"].append(group)
-            if seg: d["segmentation"].append(None if sp is None else (str(folder / Path(rec["seg"]).name) if image_size else str(sp)))
-    feats = {"image": datasets.Image(), "label": datasets.ClassLabel(names=classes),
-             "binary_label": datasets.ClassLabel(names=BINARY_CLASSES), "file": datasets.Value("string"),
-             "group": datasets.Value("string")}
-    if seg: feats["segmentation"] = datasets.Image()
-    return _dataset_dict(splits, feats)
-
-def _safe(p: Path) -> str:
-    "A unique, file-system-safe cache name for source file `p`."
-    return hashlib.sha1(str(p).encode()).hexdigest()[:10] + "_" + re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem)
-
-# %% ../nbs/00_data.ipynb #633c502e
-def load_sipakmed(root, image_size: int | None = None, validate: bool = False, val_fraction: float = 0.2, seed: int = 0):
-    "SIPaKMeD cell crops from `root` (im_<Class>/[im_<Class>/]CROPPED/*.bmp), split by source image."
-    _check_size(image_size)
-    root = Path(root)
-    if not root.is_dir(): raise DataError(f"{root}: not a folder")
-    found = {p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("im_")}
-    known = {f"im_{c}" for c in SIPAKMED_CLASSES}
-    if not found: raise DataError(f"{root}: empty folder: no im_<Class> folders (expected {sorted(known)})")
-    if found - known: raise DataError(f"{root}: unknown class folder(s) {sorted(found - known)}; expected {sorted(known)}")
-    items = []
-    for label, c in enumerate(SIPAKMED_CLASSES):
-        d = root / f"im_{c}"
-        crop = next((q for q in (d / "CROPPED", d / f"im_{c}" / "CROPPED") if q.is_dir()), None)
-        if crop is None: raise DataError(f"{d}: missing (or it has no CROPPED/ folder): every class folder of the official layout is needed")
-        crops = _list_images(crop)
-        if not crops: raise DataError(f"{crop}: empty folder (no cell crops)")
-        for p in crops:
-            m = re.match(r"^(\d+)_\d+$", p.stem)
-            items.append((p, label, f"{c}/{m.group(1) if m else p.stem}", None))
-    return _classification("sipakmed", root, items, SIPAKMED_CLASSES, 3, image_size, validate, val_fraction, seed)
-
-def load_herlev(root, image_size: int | None = None, validate: bool = False, val_fraction: float = 0.2, seed: int = 0):
-    "Herlev (smear2005) cells from `root` ('New database pictures'/<class>/*.BMP with *-d.bmp segmentations)."
-    _check_size(image_size)
-    root = Path(root)
-    base = root / "New database pictures" if (root / "New database pictures").is_dir() else root
-    if not base.is_dir(): raise DataError(f"{root}: not a folder")
-    found = {p.name for p in base.iterdir() if p.is_dir()}
-    if not found: raise DataError(f"{base}: empty folder: no class folders (expected {HERLEV_CLASSES})")
-    if found - set(HERLEV_CLASSES): raise DataError(f"{base}: unknown class folder(s) {sorted(found - set(HERLEV_CLASSES))}; expected {HERLEV_CLASSES}")
-    items = []
-    for label, c in enumerate(HERLEV_CLASSES):
-        d = base / c
-        if not d.is_dir(): raise DataError(f"{d}: class folder missing (the official layout has all 7)")
-        files = _list_images(d)
-        segs = {p.stem[:-2].lower(): p for p in files if p.stem.lower().endswith("-d")}
-        ims = [p for p in files if not p.stem.lower().endswith("-d")]
-        if not ims: raise DataError(f"{d}: empty folder (no cell images)")
-        for s in sorted(set(segs) - {p.stem.lower() for p in ims}): raise DataError(f"{segs[s]}: segmentation without its image")
-        for p in ims: items.append((p, label, f"{c}/{p.stem}", segs.get(p.stem.lower())))
-    return _classification("herlev", root, items, HERLEV_CLASSES, 3, image_size, validate, val_fraction, seed, seg=True)
-
-# %% ../nbs/00_data.ipynb #6d52d645
-def _ellipse(size, box, fill=None, outline=None, mode="L", bg=0):
-    im = PILImage.new(mode, size, bg); ImageDraw.Draw(im).ellipse(box, fill=fill, outline=outline); return im
-
-def make_fixture(name: str, dest, n: int = 6, seed: int = 0, outline: bool = True) -> Path:
-    "Write a tiny synthetic copy of dataset `name` in its official layout under `dest`; returns its folder."
-    c = card(name); root = Path(dest) / c.folder
-    rng = np.random.default_rng(seed)
-    noisy = lambda w, h, ch=1: PILImage.fromarray(rng.integers(0, 255, (h, w, ch) if ch > 1 else (h, w), dtype=np.uint8))
-    if c.name == "mmotu":
-        (root / "images").mkdir(parents=True); (root / "annotations").mkdir()
-        pal = list(MMOTU_PALETTE)[1:]
-        with open(root / "labels.csv", "w", newline="") as f:
-            w = csv.writer(f); w.writerow(["image", "annotation", "class_name", "split"])
-            for i in range(1, n + 1):
-                k = (i - 1) % 8
-                noisy(48, 32, 3).save(root / "images" / f"{i}.JPG", quality=90)
-                _ellipse((48, 32), (10, 6, 38, 26), fill=pal[k], mode="RGB").save(root / "annotations" / f"{i}.PNG")
-                _ellipse((48, 32), (10, 6, 38, 26), fill=1).save(root / "annotations" / f"{i}_binary.PNG")
-                w.writerow([f"{i}.JPG", f"{i}.PNG", MMOTU_CLASSES[k], "validation" if i % 3 == 0 else "train"])
-    elif c.name == "hc18":
-        (root / "training_set").mkdir(parents=True)
-        with open(root / "training_set_pixel_size_and_HC.csv", "w", newline="") as f:
-            w = csv.writer(f); w.writerow(["filename", "pixel size(mm)", "head circumference (mm)"])
-            for e in range(1, n + 1):
-                for fr in ([""] if e % 2 else ["", "2"]):           # every other exam has a second frame
-                    nm = f"{e:03d}_{fr}HC.png"
-                    noisy(40, 27).save(root / "training_set" / nm)
-                    kw = {"outline": 255} if outline else {"fill": 255}
-                    _ellipse((40, 27), (6, 4, 33, 22), **kw).save(root / "training_set" / nm.replace(".png", "_Annotation.png"))
-                    w.writerow([nm, 0.25, 50.0 + e])
-    elif c.name == "isbi2014":
-        for sub in ("images", "masks_nuclei", "masks_cytoplasm_per_cell"): (root / "synthetic_train" / sub).mkdir(parents=True)
-        for sub in ("images", "nuclei_gt_outlines"): (root / "edf" / sub).mkdir(parents=True)
-        for i in range(1, n + 1):
-            noisy(32, 32).save(root / "synthetic_train" / "images" / f"{i}.tif")
-            _ellipse((32, 32), (12, 12, 18, 18), fill=255).save(root / "synthetic_train" / "masks_nuclei" / f"{i}.png")
-            for k in range(1, 1 + i % 3 + 1):
-                _ellipse((32, 32), (4 * k, 4, 4 * k + 16, 24), fill=255).save(root / "synthetic_train" / "masks_cytoplasm_per_cell" / f"{i}_cell{k:02d}.png")
-        for i in range(2):
-            noisy(40, 40).save(root / "edf" / "images" / f"EDF{i:03d}.png")
-            _ellipse((40, 40), (8, 8, 30, 28), outline=121).save(root / "edf" / "nuclei_gt_outlines" / f"EDF{i:03d}_GT.png")
-    elif c.name == "sipakmed":
-        for c_ in SIPAKMED_CLASSES:
-            d = root / f"im_{c_}" / f"im_{c_}"; (d / "CROPPED").mkdir(parents=True)
-            for img in range(1, max(2, n // 2) + 1):
-                noisy(64, 48, 3).save(d / f"{img:03d}.bmp"); (d / f"{img:03d}_cyt01.dat").write_text("10,10\n20,20\n")
-                for k in range(1, 3): noisy(20 + k, 18, 3).save(d / "CROPPED" / f"{img:03d}_{k:02d}.bmp")
-    elif c.name == "herlev":
-        for c_ in HERLEV_CLASSES:
-            d = root / "New database pictures" / c_; d.mkdir(parents=True)
-            for i in range(1, max(2, n // 2) + 1):
-                stem = f"{1000 + i}-{2000 + i}-{i:03d}"
-                noisy(30, 24, 3).save(d / f"{stem}.BMP")
-                _ellipse((30, 24), (5, 5, 25, 19), fill=(255, 0, 0), mode="RGB", bg=(0, 0, 255)).save(d / f"{stem}-d.bmp")
-    else:
-        raise DataError(f"no fixture writer for {c.name!r}")
-    return root
-
-# %% ../nbs/00_data.ipynb #92968380
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
-def download(url: str, dest, sha256: str | None = None, timeout: float = 30, progress: bool = True) -> Path:
-    "Download `url` to `dest` atomically (via `dest.part`), resuming a partial file and checking `sha256`."
-    from tqdm.auto import tqdm
-    dest = Path(dest).expanduser(); dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() and (not sha256 or _sha256(dest) == sha256.lower()): return dest
-    part = dest.with_name(dest.name + ".part")
-    start = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
-    try: resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and start: resp = None                      # the .part is already complete
-        else: raise DownloadError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise DownloadError(f"cannot reach {url} ({reason}): no network? Download it by hand on a machine that has "
-                            f"one and put the file at {dest} (or pass root= / set GYNLAB_DATA to its unpacked folder).") from None
-    if resp is not None:
-        with resp:
-            resumed = start > 0 and getattr(resp, "status", None) == 206
-            length = getattr(resp, "length", None)
-            total = length + (start if resumed else 0) if length is not None else None
-            with open(part, "ab" if resumed else "wb") as f, tqdm(total=total, initial=start if resumed else 0, unit="B",
-                                                                   unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                while chunk := resp.read(1 << 16): f.write(chunk); bar.update(len(chunk))
-    if sha256:
-        got = _sha256(part)
-        if got != sha256.lower():
-            part.unlink()
-            raise DownloadError(f"{url}: sha256 mismatch (expected {sha256.lower()}, got {got}); the file was removed, nothing was kept")
-    os.replace(part, dest)
-    return dest

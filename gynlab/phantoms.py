@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage, sparse
 
+from .core import UsageError
+
 # %% auto #0
 __all__ = ['PHANTOM_KINDS', 'MIN_SIZE', 'MAX_SIZE', 'CYTOLOGY_CLASSES', 'BETHESDA', 'CYTOLOGY_PARAMS', 'CYTOLOGY_FOV_UM',
            'US_CLASSES', 'US_MASK_CLASSES', 'US_FOV_MM', 'MRI_CLASSES', 'MRI_MASK_CLASSES', 'FIBROID_TYPES',
@@ -26,25 +28,25 @@ MIN_SIZE, MAX_SIZE = 32, 1024
 
 def sample_rng(seed: int, kind: str, index: int, stream: int = 0) -> np.random.Generator:
     "Random stream of sample `index` of phantom `kind`: a function of (seed, kind, index, stream) only, never of `n`."
-    if kind not in _KIND_CODE: raise ValueError(f"unknown phantom kind {kind!r}; known kinds: {', '.join(PHANTOM_KINDS)}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if kind not in _KIND_CODE: raise UsageError(f"unknown phantom kind {kind!r}; known kinds: {', '.join(PHANTOM_KINDS)}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0: raise UsageError(f"seed must be an integer >= 0, got {seed!r}")
     return np.random.default_rng([int(seed), _KIND_CODE[kind], int(index), int(stream)])
 
 def _check_size(size, what="size"):
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
-        raise TypeError(f"{what} must be an int (pixels), got {type(size).__name__}")
+        raise UsageError(f"{what} must be an int (pixels), got {type(size).__name__}")
     if not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"{what}={size} is out of range: phantoms need {MIN_SIZE} <= {what} <= {MAX_SIZE} pixels")
+        raise UsageError(f"{what}={size} is out of range: phantoms need {MIN_SIZE} <= {what} <= {MAX_SIZE} pixels")
     return int(size)
 
 def _pick_class(rng, cls, names, what):
     "Class index from a name, an index or None (random, uniform)."
     if cls is None: return int(rng.integers(len(names)))
     if isinstance(cls, str):
-        if cls not in names: raise ValueError(f"unknown {what} class {cls!r}; known classes: {', '.join(names)}")
+        if cls not in names: raise UsageError(f"unknown {what} class {cls!r}; known classes: {', '.join(names)}")
         return names.index(cls)
     if isinstance(cls, (int, np.integer)) and 0 <= cls < len(names): return int(cls)
-    raise ValueError(f"unknown {what} class {cls!r}; use a name ({', '.join(names)}) or an index 0..{len(names)-1}")
+    raise UsageError(f"unknown {what} class {cls!r}; use a name ({', '.join(names)}) or an index 0..{len(names)-1}")
 
 # %% ../nbs/01_phantoms.ipynb #3e2be58a
 @lru_cache(maxsize=16)
@@ -149,6 +151,30 @@ def slide_stain(rng) -> dict:
     return dict(h=float(rng.lognormal(0, 0.12)), e=float(rng.lognormal(0, 0.15)), g=float(rng.lognormal(0, 0.15)),
                 light=float(rng.uniform(0.92, 1.0)))
 
+# %% ../nbs/01_phantoms.ipynb #814a5c39
+def _nuisance(rng: np.random.Generator, S: int, um: float, H, E, G):
+    "A neighbour cell entering the crop and inflammatory-cell debris (neither is in the masks), added to the stain maps."
+    yy, xx = _grid(S)
+    if rng.random() < 0.6:
+        a = rng.uniform(0, 2 * np.pi); d = rng.uniform(0.62, 0.85) * S
+        by, bx, bR = S / 2 + d * np.sin(a), S / 2 + d * np.cos(a), rng.uniform(18, 28) / um
+        nbox = (slice(max(int(by - 1.1 * bR), 0), max(int(by + 1.1 * bR) + 2, 0)),
+                slice(max(int(bx - 1.1 * bR), 0), max(int(bx + 1.1 * bR) + 2, 0)))
+        nb = np.zeros((S, S), np.float32)
+        nb[nbox] = (polygon_q(yy[nbox], xx[nbox], by, bx, bR, rng) <= 1) * rng.uniform(0.2, 0.4)
+        if rng.random() < 0.5: E = E + nb
+        else: G = G + nb
+    k = int(rng.poisson(3))
+    if k:  # neutrophils: 1-3 small dark lobes each, added as Gaussian stamps
+        stamp, h = _stamp(1.0 / um)
+        H = np.pad(H, h)
+        for py, px, lobes in zip(*rng.integers(0, S, (2, k)), rng.integers(1, 4, k)):
+            for j in range(lobes):
+                y0, x0 = min(py + j, S - 1), min(max(px + int(rng.integers(-1, 2)), 0), S - 1)
+                H[y0:y0 + 2 * h + 1, x0:x0 + 2 * h + 1] += stamp
+        H = H[h:-h, h:-h]
+    return H, E, G
+
 # %% ../nbs/01_phantoms.ipynb #814a5c3a
 def cytology_cell(rng: np.random.Generator, cls=None, size: int = 64, stain: dict | None = None, nuisance: bool = True) -> dict:
     """One Pap-smear cell crop. Returns dict(image (S,S,3) uint8, nucleus_mask, cytoplasm_mask (bool; the cytoplasm mask
@@ -196,25 +222,7 @@ def cytology_cell(rng: np.random.Generator, cls=None, size: int = 64, stain: dic
         cyto = cyto * np.where(qh <= 1, 0.12, np.where(qh <= 1.25, 1.7, 1.0))
     E, G = (cyto, 0.15 * cyto) if P["stain"] == "eosin" else (0.1 * cyto, cyto)
     H = H + 0.04 * cyto
-    if nuisance:  # neighbour cell entering the crop + inflammatory-cell debris; not in the masks
-        if rng.random() < 0.6:
-            a = rng.uniform(0, 2 * np.pi); d = rng.uniform(0.62, 0.85) * S
-            by, bx, bR = S / 2 + d * np.sin(a), S / 2 + d * np.cos(a), rng.uniform(18, 28) / um
-            nbox = (slice(max(int(by - 1.1 * bR), 0), max(int(by + 1.1 * bR) + 2, 0)),
-                    slice(max(int(bx - 1.1 * bR), 0), max(int(bx + 1.1 * bR) + 2, 0)))
-            nb = np.zeros((S, S), np.float32)
-            nb[nbox] = (polygon_q(yy[nbox], xx[nbox], by, bx, bR, rng) <= 1) * rng.uniform(0.2, 0.4)
-            if rng.random() < 0.5: E = E + nb
-            else: G = G + nb
-        k = int(rng.poisson(3))
-        if k:  # neutrophils: 1-3 small dark lobes each, added as Gaussian stamps
-            stamp, h = _stamp(1.0 / um)
-            H = np.pad(H, h)
-            for py, px, lobes in zip(*rng.integers(0, S, (2, k)), rng.integers(1, 4, k)):
-                for j in range(lobes):
-                    y0, x0 = min(py + j, S - 1), min(max(px + int(rng.integers(-1, 2)), 0), S - 1)
-                    H[y0:y0 + 2 * h + 1, x0:x0 + 2 * h + 1] += stamp
-            H = H[h:-h, h:-h]
+    if nuisance: H, E, G = _nuisance(rng, S, um, H, E, G)   # neighbour cell, debris; not in the masks
     # --- image formation (Beer-Lambert): RGB = light · exp(-Σ stain · OD), then optical blur and camera noise
     conc = np.stack([H * stain["h"], E * stain["e"], G * stain["g"] + 0.02 * (1 + 0.5 * _smooth_noise(rng, (S, S), 4))])
     conc = ndimage.gaussian_filter(conc, (0, 0.45, 0.45))
@@ -438,7 +446,7 @@ def cine_loop(rng: np.random.Generator, cls=None, size: int = 64, frames: int = 
     rate; 'still': frozen at a random phase of the same cycle, so any single frame has the same statistics.
     Returns dict(frames (T,S,S) uint8, masks (T,S,S) uint8 (0 bg, 1 wall, 2 chamber), label, name, features)."""
     S = _check_size(size)
-    if not isinstance(frames, (int, np.integer)) or frames < 2: raise ValueError(f"frames must be an int >= 2, got {frames!r}")
+    if not isinstance(frames, (int, np.integer)) or frames < 2: raise UsageError(f"frames must be an int >= 2, got {frames!r}")
     c = _pick_class(rng, cls, CINE_CLASSES, "cine")
     f = _fan(S)
     hy, hx = rng.uniform(0.45, 0.6) * S, rng.uniform(0.4, 0.6) * S
@@ -483,9 +491,9 @@ def _png(a: np.ndarray) -> dict:
     return {"bytes": buf.getvalue(), "path": None}
 
 def _check_n(kind, n):
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool): raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool): raise UsageError(f"n must be an int, got {type(n).__name__}")
     need = 5 * _PER_GROUP[kind]
-    if n < need: raise ValueError(f"n={n} is too small for phantom {kind!r}: need n >= {need} so that train, validation and test each get a {_GROUP_PREFIX[kind]}")
+    if n < need: raise UsageError(f"n={n} is too small for phantom {kind!r}: need n >= {need} so that train, validation and test each get a {_GROUP_PREFIX[kind]}")
     return int(n)
 
 def _build(kind: str, n: int, seed: int, make: Callable, features: dict):
@@ -538,6 +546,7 @@ def phantom_pelvic_us(n: int = 300, image_size: int = 128, seed: int = 0):
         return dict(image=_png(d["image"]), mask=_png(d["mask"]), label=d["label"], **d["features"])
     return _build("pelvic-us", n, seed, make, feats)
 
+# %% ../nbs/01_phantoms.ipynb #e6547a6c
 def phantom_uterus_mri(n: int = 300, image_size: int = 128, seed: int = 0):
     """DatasetDict of T2-weighted uterine MRI phantoms. Columns: image (L), mask (L, MRI_MASK_CLASSES indices 0-3),
     label (MRI_CLASSES), group, index, n_fibroids, fibroid_types, fibroid_area_mm2, endometrial_thickness_mm, ..."""
@@ -567,40 +576,5 @@ PHANTOM_LOADERS = {"cytology": phantom_cytology, "pelvic-us": phantom_pelvic_us,
 def phantom_dataset(kind: str, **kwargs):
     "The DatasetDict of phantom `kind` (one of PHANTOM_KINDS); keyword arguments go to its loader (n, image_size, seed, ...)."
     if kind.removeprefix("phantom-") not in PHANTOM_LOADERS:
-        raise ValueError(f"unknown phantom kind {kind!r}; known kinds: {', '.join(PHANTOM_KINDS)}")
+        raise UsageError(f"unknown phantom kind {kind!r}; known kinds: {', '.join(PHANTOM_KINDS)}")
     return PHANTOM_LOADERS[kind.removeprefix("phantom-")](**kwargs)
-
-# %% ../nbs/01_phantoms.ipynb #b7fd7778
-def _cards() -> list:
-    from gynlab.data import DatasetCard
-    common = dict(citation="gynlab phantoms (synthetic; procedural, seeded). No patient data.", licence="Apache-2.0 (generated by gynlab)",
-                  source="generated on the fly by gynlab.phantoms", layout="none: generated in memory", real=False, folder="")
-    return [
-        DatasetCard(name="phantom-cytology", title="Pap-smear cell phantoms", modality="cytology (Pap smear, RGB)",
-                    tasks=["classification", "segmentation"], classes=list(CYTOLOGY_CLASSES), image_size="64x64 (any 32-1024)",
-                    n_images="any (default 300)", loader="gynlab.phantoms:phantom_cytology",
-                    caveats=["synthetic: class features follow textbook descriptions, not measured distributions",
-                             "masks describe the central cell only; neighbours and debris are unlabelled nuisance"], **common),
-        DatasetCard(name="phantom-pelvic-us", title="Pelvic ultrasound phantoms (ovary, follicles, cyst, solid mass)",
-                    modality="ultrasound (grey-scale, sector)", tasks=["classification", "segmentation"], classes=list(US_CLASSES),
-                    image_size="128x128 (any 32-1024)", n_images="any (default 300)", loader="gynlab.phantoms:phantom_pelvic_us",
-                    caveats=["synthetic: simplified speckle/attenuation physics", "mask classes: " + ", ".join(US_MASK_CLASSES)], **common),
-        DatasetCard(name="phantom-uterus-mri", title="Uterine T2 MRI phantoms (fibroids)", modality="MRI (T2-weighted-like, sagittal)",
-                    tasks=["classification", "segmentation"], classes=list(MRI_CLASSES), image_size="128x128 (any 32-1024)",
-                    n_images="any (default 300)", loader="gynlab.phantoms:phantom_uterus_mri",
-                    caveats=["synthetic: one slice, no 3-D context", "mask classes: " + ", ".join(MRI_MASK_CLASSES)], **common),
-        DatasetCard(name="phantom-cine", title="Ultrasound cine-loop phantoms (beating vs still)", modality="ultrasound cine (T frames)",
-                    tasks=["sequence classification"], classes=list(CINE_CLASSES), image_size="12x64x64 (frames x pixels)",
-                    n_images="any (default 300 loops)", loader="gynlab.phantoms:phantom_cine",
-                    caveats=["a single frame carries no label information by design: use the sequence"], **common),
-    ]
-
-def _register_cards() -> bool:
-    "Register the phantom cards with gynlab.data (False when gynlab.data or its registry is not available)."
-    try: from gynlab import data
-    except ImportError: return False
-    if not hasattr(data, "register") or not hasattr(data, "DatasetCard"): return False
-    for c in _cards(): data.register(c)
-    return True
-
-_register_cards()

@@ -6,46 +6,20 @@
 from __future__ import annotations
 import math
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from .core import open_image
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'STAIN_HED', 'demo_splits', 'to_unit', 'normalize', 'denormalize', 'preprocess',
-           'resize_mask', 'TorchSplit', 'to_torch', 'RandTransform', 'Compose', 'Speckle', 'GainContrast', 'RandFlip',
-           'RandRot90', 'RandRotate', 'ultrasound_augment', 'rgb_to_stains', 'stains_to_rgb', 'StainJitter',
-           'cytology_augment', 'seed_worker']
-
-# %% ../nbs/02_transforms.ipynb #f39aacb9
-def demo_splits(*names: str, **kwargs):
-    "Load the first of `names` (dataset names or folder names from `gynlab.data`) that is available; return `(name, DatasetDict)`."
-    from gynlab import data
-    try: import gynlab.phantoms  # noqa: F401  (registers the phantom cards)
-    except ImportError: pass
-    cards = data.cards()
-    errors = []
-    for want in names:
-        key = want if want in cards else next((k for k, c in cards.items() if getattr(c, "folder", "") == want), None)
-        if key is None: errors.append(f"{want}: no such dataset card"); continue
-        try: return key, data.load(key, **kwargs)
-        except Exception as e: errors.append(f"{key}: {type(e).__name__}: {e}")  # real data absent: try the next one
-    raise FileNotFoundError("none of the datasets could be loaded:\n  " + "\n  ".join(errors))
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'STAIN_HED', 'to_unit', 'normalize', 'denormalize', 'preprocess', 'resize_mask', 'TorchSplit', 'to_torch', 'RandTransform', 'Compose', 'Speckle', 'GainContrast', 'RandFlip', 'RandRot90', 'RandRotate', 'ultrasound_augment', 'rgb_to_stains', 'stains_to_rgb', 'StainJitter', 'cytology_augment', 'seed_worker', 'stack_images', 'cine_tensors']
 
 # %% ../nbs/02_transforms.ipynb #264ba471
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-def _open(path) -> Image.Image:
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        im = Image.open(path); im.load(); return im
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e} (corrupt or not an image?)") from None
 
 def _array_to_unit(a: np.ndarray, what: str = "array") -> torch.Tensor:
     "(H,W) / (H,W,C) / (C,H,W) array → float tensor (C,H,W) in [0,1]."
@@ -80,7 +54,7 @@ def _match_channels(t: torch.Tensor, channels: int) -> torch.Tensor:
 # %% ../nbs/02_transforms.ipynb #381285ca
 def to_unit(img, image_size: int | None = None, channels: int = 3) -> torch.Tensor:
     "Any image (PIL, numpy array, tensor or file path) → float tensor (C, H, W) in [0, 1], resized square (bilinear)."
-    if isinstance(img, (str, Path)): img = _open(img)
+    if isinstance(img, (str, Path)): img = open_image(img)      # a BadImageError names a missing or corrupt file
     if isinstance(img, Image.Image):
         if img.mode == "P": img = img.convert("RGBA")
         if image_size is not None and img.mode in ("L", "RGB", "RGBA") and img.size != (image_size, image_size):
@@ -125,7 +99,7 @@ def preprocess(img, image_size: int, channels: int = 3, mean=None, std=None) -> 
 # %% ../nbs/02_transforms.ipynb #3149b84e
 def resize_mask(msk, image_size: int) -> torch.Tensor:
     "Mask (PIL 'L'/'P', array or tensor of class indices) → long tensor (image_size, image_size), nearest-neighbour."
-    if isinstance(msk, (str, Path)): msk = _open(msk)
+    if isinstance(msk, (str, Path)): msk = open_image(msk, "mask")
     if isinstance(msk, Image.Image):
         if msk.mode not in ("L", "P", "1", "I", "I;16"):
             raise ValueError(f"a mask must hold class indices (mode L/P/I), got mode {msk.mode}: convert colour masks to indices first")
@@ -239,6 +213,7 @@ class GainContrast(RandTransform):
         ramp = torch.linspace(1 - self.dg, 1 + self.dg, x.shape[-2], device=x.device).view(-1, 1)
         return (self.g * ramp * x.clamp_min(0) ** self.gm).clamp(0, 1), y
 
+# %% ../nbs/02_transforms.ipynb #e99caa6d
 class RandFlip(RandTransform):
     "Flip left–right (`axis=-1`) or up–down (`axis=-2`) with probability `prob`; the mask follows."
     def __init__(self, axis: int = -1, prob=0.5, seed=0):
@@ -316,3 +291,17 @@ def seed_worker(worker_id: int):
     info = torch.utils.data.get_worker_info()
     aug = getattr(info.dataset, "augment", None) if info is not None else None
     if aug is not None and hasattr(aug, "set_random_state"): aug.set_random_state(info.seed % 2**31)
+
+# %% ../nbs/70_generative.ipynb #31796b81
+def stack_images(split, image_size: int = 64, channels: int = 1, column: str = "image") -> torch.Tensor:
+    "All images of a `datasets` split (or a list of images) as one float tensor (N, C, S, S) in [0, 1]."
+    imgs = split[column] if hasattr(split, "column_names") else list(split)
+    if len(imgs) == 0: raise ValueError("no images to stack (empty split)")
+    return torch.stack([to_unit(im, image_size, channels) for im in imgs])
+
+# %% ../nbs/71_sequence.ipynb #4dd04a6d
+def cine_tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
+    "A phantom-cine split (frames column (T,S,S) uint8) → (x (N,T,1,S,S) float in [0,1], y (N,) long)."
+    if "frames" not in split.column_names: raise KeyError(f"no 'frames' column in this split (columns: {split.column_names})")
+    x = torch.as_tensor(np.asarray(split["frames"]), dtype=torch.float32)[:, :, None] / 255.0
+    return x, torch.as_tensor(split["label"], dtype=torch.long)

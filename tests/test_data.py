@@ -1,4 +1,4 @@
-"Tests for gynlab.data: registry, search order, loaders on fixtures in official layouts, bad input, downloads."
+"Tests for gynlab.data and gynlab.datasets: registry, search order, loaders on fixtures in official layouts, bad input, cache, downloads."
 import csv
 import functools
 import hashlib
@@ -12,13 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import gynlab
 import gynlab.data as gd
+import gynlab.datasets as gds
 from gynlab.data import DataError, DatasetNotFound, DownloadError, UnknownDataset
 from gynlab.exercises import data as XD
+from gynlab.exercises.transforms import demo_splits
 
 
 def fixture(name, tmp_path, **kw):
-    return gd.make_fixture(name, tmp_path / "data", **kw)
+    return gds.make_fixture(name, tmp_path / "data", **kw)
 
 
 # ---------------------------------------------------------------- registry and search order
@@ -66,11 +69,72 @@ def test_search_order_explicit_root_then_env(monkeypatch, tmp_path, gynlab_cache
     assert gd.find_data("mmotu") == root                     # $GYNLAB_DATA wins over ../shared/data
     ds = gd.load("mmotu")
     assert sum(d.num_rows for d in ds.values()) == 5
-    other = gd.make_fixture("mmotu", tmp_path / "other", n=3)
+    other = gds.make_fixture("mmotu", tmp_path / "other", n=3)
     assert sum(d.num_rows for d in gd.load("mmotu", root=other).values()) == 3          # root= wins
     assert sum(d.num_rows for d in gd.load("mmotu", root=other.parent).values()) == 3   # a folder of folders
     with pytest.raises(DatasetNotFound, match="not a folder"):
         gd.find_data("mmotu", root=tmp_path / "nowhere")
+
+
+def test_shared_data_only_beside_this_checkout(monkeypatch, tmp_path, gynlab_cache):
+    "A shared/data planted beside the working folder (or any of its parents) is not searched; only the checkout's is."
+    monkeypatch.delenv("GYNLAB_DATA", raising=False)
+    work = tmp_path / "anyone" / "work"; work.mkdir(parents=True)
+    gds.make_fixture("herlev", tmp_path / "anyone" / "shared" / "data", n=2)     # ../shared/data seen from `work`
+    gds.make_fixture("herlev", tmp_path / "shared" / "data", n=2)                # ../../shared/data
+    monkeypatch.chdir(work)
+    with pytest.raises(DatasetNotFound):
+        gd.find_data("herlev")
+    beside = Path(gynlab.__file__).resolve().parents[1].parent / "shared" / "data"
+    assert [p for w, p in gd.data_roots() if w == "../shared/data"] == [beside]
+
+
+def test_lessons_find_shared_data_from_nbs(shared_data, monkeypatch):
+    monkeypatch.delenv("GYNLAB_DATA", raising=False)
+    monkeypatch.chdir(Path(gynlab.__file__).resolve().parents[1] / "nbs")      # where the lessons run
+    assert gd.find_data("mmotu") == shared_data / "mmotu_otu2d"
+
+
+def test_phantom_fallback_without_real_data(monkeypatch, tmp_path, gynlab_cache):
+    "With no real data anywhere, lessons get phantoms (demo_splits) and a DatasetNotFound, a FileNotFoundError."
+    monkeypatch.setattr(gd, "data_roots", lambda: [("nowhere", tmp_path / "empty")])
+    for name in ("mmotu", "hc18", "isbi2014"):
+        with pytest.raises(FileNotFoundError):
+            gd.load(name)
+    name, dd = demo_splits("mmotu_otu2d", "phantom-pelvic-us", image_size=32, n=10)
+    assert name == "phantom-pelvic-us" and sum(len(d) for d in dd.values()) == 10
+    with pytest.raises(DatasetNotFound, match="none of the datasets"):
+        demo_splits("mmotu", "hc18")
+
+
+def test_broken_real_data_is_not_silently_replaced_by_phantoms(monkeypatch, tmp_path, gynlab_cache):
+    root = fixture("mmotu", tmp_path, n=3)
+    (root / "images" / "1.JPG").write_bytes(b"garbage")
+    monkeypatch.setenv("GYNLAB_DATA", str(root.parent))
+    with pytest.raises(DataError, match="1.JPG"):
+        demo_splits("mmotu", "phantom-pelvic-us")
+
+
+def test_loader_resolved_at_call_time(monkeypatch):
+    "Cards name loaders as strings; data imports no loader module itself, and a bad name is a clear error."
+    assert all(":" in c.loader for c in gd.cards().values())
+    missing = gd.DatasetCard("x-missing", loader="gynlab_no_such_module:load", real=False)
+    monkeypatch.setitem(gd._REGISTRY, "x-missing", missing)
+    with pytest.raises(DataError, match="'gynlab_no_such_module' is not installed"):
+        gd.load("x-missing")
+    monkeypatch.setitem(gd._REGISTRY, "x-nofn", gd.DatasetCard("x-nofn", loader="gynlab.datasets:nope", real=False))
+    with pytest.raises(DataError, match="gynlab.datasets has no function 'nope'"):
+        gd.load("x-nofn")
+
+
+def test_registry_complete_without_importing_loaders():
+    "gynlab.data lists every card, phantoms included, without importing gynlab.datasets or gynlab.phantoms."
+    import subprocess
+    import sys
+    code = ("import sys, gynlab.data as d\n"
+            "assert {'mmotu', 'herlev', 'phantom-cine', 'phantom-cytology'} <= set(d.cards())\n"
+            "assert not {'gynlab.datasets', 'gynlab.phantoms', 'gynlab.transforms'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_cache_used_and_refreshed_when_a_file_changes(tmp_path, gynlab_cache):
@@ -104,7 +168,7 @@ def test_mmotu_fixture(tmp_path, gynlab_cache):
 def test_hc18_outline_or_filled_gives_filled_mask(tmp_path, gynlab_cache, outline):
     ds = gd.load("hc18", root=fixture("hc18", tmp_path, n=6, outline=outline))
     m = np.asarray(ds["train"][0]["mask"])
-    ref = np.asarray(gd._ellipse((40, 27), (6, 4, 33, 22), fill=1))
+    ref = np.asarray(gds._ellipse((40, 27), (6, 4, 33, 22), fill=1))
     inter, union = ((m > 0) & (ref > 0)).sum(), ((m > 0) | (ref > 0)).sum()
     assert set(np.unique(m)) == {0, 1} and inter / union > 0.9
 
@@ -198,6 +262,17 @@ def test_unknown_mask_colour_named(tmp_path, gynlab_cache):
 def test_mask_class_disagrees_with_label(tmp_path, gynlab_cache):
     root = fixture("mmotu", tmp_path, n=3)
     _rewrite_csv(root / "labels.csv", lambda rows: [rows[0], [*rows[1][:2], "Teratoma", rows[1][3]], *rows[2:]])
+    with pytest.raises(DataError, match=r"1\.PNG: mask colours say \['Chocolate_Cyst'\] but labels.csv says Teratoma"):
+        gd.load("mmotu", root=root)
+
+
+def test_labels_csv_checked_again_with_a_warm_cache(tmp_path, gynlab_cache):
+    "The cache key covers labels.csv: a CSV that now contradicts the masks is caught even though no image changed."
+    root = fixture("mmotu", tmp_path, n=3)
+    gd.load("mmotu", root=root)                                              # warm cache
+    p = root / "labels.csv"; st = p.stat()
+    _rewrite_csv(p, lambda rows: [rows[0], [*rows[1][:2], "Teratoma", rows[1][3]], *rows[2:]])
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))                         # even with the old timestamp
     with pytest.raises(DataError, match=r"1\.PNG: mask colours say \['Chocolate_Cyst'\] but labels.csv says Teratoma"):
         gd.load("mmotu", root=root)
 
@@ -368,10 +443,10 @@ def test_download_and_verify(server, tmp_path):
     www, url = server(_PlainHandler)
     (www / "f.bin").write_bytes(PAYLOAD)
     sha = hashlib.sha256(PAYLOAD).hexdigest()
-    out = gd.download(f"{url}/f.bin", tmp_path / "dl" / "f.bin", sha, progress=False)
+    out = gds.download(f"{url}/f.bin", tmp_path / "dl" / "f.bin", sha, progress=False)
     assert out.read_bytes() == PAYLOAD and not (tmp_path / "dl" / "f.bin.part").exists()
     (www / "f.bin").write_bytes(b"changed")              # already there with the right hash: not fetched again
-    assert gd.download(f"{url}/f.bin", out, sha, progress=False).read_bytes() == PAYLOAD
+    assert gds.download(f"{url}/f.bin", out, sha, progress=False).read_bytes() == PAYLOAD
 
 
 def test_download_resumes_with_range(server, tmp_path):
@@ -380,7 +455,7 @@ def test_download_resumes_with_range(server, tmp_path):
     (www / "f.bin").write_bytes(PAYLOAD)
     dest = tmp_path / "f.bin"
     (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:30000])     # an interrupted earlier download
-    gd.download(f"{url}/f.bin", dest, hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
+    gds.download(f"{url}/f.bin", dest, hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
     assert dest.read_bytes() == PAYLOAD and _RangeHandler.seen_ranges == ["bytes=30000-"]
 
 
@@ -388,7 +463,7 @@ def test_download_restarts_when_server_ignores_range(server, tmp_path):
     www, url = server(_PlainHandler)
     (www / "f.bin").write_bytes(PAYLOAD)
     (tmp_path / "f.bin.part").write_bytes(b"stale bytes from somewhere else")
-    gd.download(f"{url}/f.bin", tmp_path / "f.bin", hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
+    gds.download(f"{url}/f.bin", tmp_path / "f.bin", hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
     assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
 
 
@@ -396,16 +471,16 @@ def test_download_bad_hash_leaves_nothing(server, tmp_path):
     www, url = server(_RangeHandler)
     (www / "f.bin").write_bytes(PAYLOAD)
     with pytest.raises(DownloadError, match="sha256 mismatch"):
-        gd.download(f"{url}/f.bin", tmp_path / "f.bin", "ab" * 32, progress=False)
+        gds.download(f"{url}/f.bin", tmp_path / "f.bin", "ab" * 32, progress=False)
     assert list(tmp_path.glob("f.bin*")) == []
 
 
 def test_download_http_error_and_offline(server, tmp_path):
     www, url = server(_PlainHandler)
     with pytest.raises(DownloadError, match="HTTP 404"):
-        gd.download(f"{url}/missing.bin", tmp_path / "m.bin", progress=False)
+        gds.download(f"{url}/missing.bin", tmp_path / "m.bin", progress=False)
     with pytest.raises(DownloadError, match="no network.*put the file at"):
-        gd.download("http://127.0.0.1:9/nothing.zip", tmp_path / "n.zip", progress=False, timeout=5)
+        gds.download("http://127.0.0.1:9/nothing.zip", tmp_path / "n.zip", progress=False, timeout=5)
     assert list(tmp_path.glob("*.zip*")) == []
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gynlab import phantoms as P
+from gynlab.core import UsageError
 from gynlab.exercises import phantoms as XP
 
 GEN = {"cytology": P.cytology_cell, "pelvic-us": P.pelvic_us, "uterus-mri": P.uterus_mri, "cine": P.cine_loop}
@@ -202,12 +203,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="too small"): P.phantom_cytology(n=0)
     with pytest.raises(ValueError, match="too small"): P.phantom_cytology(n=-5)
     with pytest.raises(ValueError, match="too small"): P.phantom_uterus_mri(n=3)
-    with pytest.raises(TypeError, match="n must be an int"): P.phantom_cine(n=10.5)
+    with pytest.raises(UsageError, match="n must be an int"): P.phantom_cine(n=10.5)
     with pytest.raises(ValueError, match="image_size=8 is out of range"): P.phantom_pelvic_us(n=10, image_size=8)
     with pytest.raises(ValueError, match="size=16 is out of range"): P.cytology_cell(rng, size=16)
-    with pytest.raises(TypeError, match="must be an int"): P.uterus_mri(rng, size=64.0)
+    with pytest.raises(UsageError, match="must be an int"): P.uterus_mri(rng, size=64.0)
     with pytest.raises(ValueError, match="seed must be an integer >= 0"): P.phantom_cytology(n=20, seed=-1)
     with pytest.raises(ValueError, match="frames must be an int >= 2"): P.cine_loop(rng, frames=1)
+    with pytest.raises(UsageError, match="unknown cytology class"): P.cytology_cell(rng, "carcinoma")   # a GynlabError too
 
 
 # --- exercise checkers ---------------------------------------------------------------------------------------------
@@ -229,6 +231,9 @@ def test_load_through_registry():
     cards = data.cards()
     for name in ("phantom-cytology", "phantom-pelvic-us", "phantom-uterus-mri", "phantom-cine"):
         assert name in cards and cards[name].real is False and cards[name].loader.startswith("gynlab.phantoms:")
+    for kind, classes in CLASSES.items():                          # the cards (in gynlab.data) agree with the generators
+        assert cards[f"phantom-{kind}"].classes == classes
+        assert cards[f"phantom-{kind}"].loader == f"gynlab.phantoms:{P.PHANTOM_LOADERS[kind].__name__}"
     dd = data.load("phantom-cytology", n=200, image_size=64, seed=0)
     assert sum(len(d) for d in dd.values()) == 200
     np.testing.assert_array_equal(np.asarray(dd["train"][0]["image"]),

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from gynlab import transforms as T
+from gynlab.core import BadImageError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 rng = np.random.default_rng(0)
@@ -37,8 +38,9 @@ def test_preprocess_files_and_arrays(tmp_path):
     assert T.preprocess(arr.transpose(2, 0, 1), 64).shape == (3, 64, 64)   # channel-first array
     assert T.preprocess(arr[..., 0], 16, channels=1).shape == (1, 16, 16)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="bad.png"): T.preprocess(tmp_path / "bad.png", 32)
-    with pytest.raises(FileNotFoundError, match="missing.png"): T.preprocess(tmp_path / "missing.png", 32)
+    with pytest.raises(BadImageError, match="bad.png: corrupt or unreadable image"): T.preprocess(tmp_path / "bad.png", 32)
+    with pytest.raises(BadImageError, match="missing.png: image file is missing"): T.preprocess(tmp_path / "missing.png", 32)
+    with pytest.raises(BadImageError, match="gone.png: mask file is missing"): T.resize_mask(tmp_path / "gone.png", 8)
 
 
 def test_normalisation_defaults():

@@ -4,17 +4,9 @@
 
 # %% ../../nbs/exercises/data.ipynb #9d9748b3
 from __future__ import annotations
-import csv, difflib, hashlib, importlib, io, json, os, re, shutil, tempfile, warnings
-import urllib.error, urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable
-
 import numpy as np
-from PIL import Image as PILImage, ImageDraw, UnidentifiedImageError
 
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise, expect_equal
 from ..data import MMOTU_PALETTE
 
 # %% auto #0

@@ -4,14 +4,9 @@
 
 # %% ../../nbs/exercises/phantoms.ipynb #d7cc0242
 from __future__ import annotations
-import io
-from functools import lru_cache
-from typing import Callable
-
 import numpy as np
-from scipy import ndimage, sparse
 
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise, expect_close
 from ..phantoms import CYTOLOGY_CLASSES, cytology_cell, sample_rng
 
 # %% auto #0

@@ -5,10 +5,8 @@
 # %% ../../nbs/exercises/seg_metrics.ipynb #84d9d65e
 from __future__ import annotations
 import numpy as np
-import torch
-from scipy import ndimage
 
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise, expect_close
 from ..metrics import dice, ellipse_perimeter
 
 # %% auto #0

@@ -4,20 +4,26 @@
 
 # %% ../../nbs/exercises/transforms.ipynb #37cf4e6a
 from __future__ import annotations
-import math
-from pathlib import Path
-from typing import Callable, Sequence
-
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise, expect_close, expect_equal
+from ..data import DatasetNotFound, cards, load
 from ..transforms import normalize
 
 # %% auto #0
-__all__ = ['check_normalize', 'check_resize_mask']
+__all__ = ['demo_splits', 'check_normalize', 'check_resize_mask']
+
+# %% ../../nbs/exercises/transforms.ipynb #e1a2b002
+def demo_splits(*names: str, **kwargs):
+    "Load the first of `names` (dataset names, or folder names such as 'mmotu_otu2d') that is here; `(name, DatasetDict)`."
+    cs, missing = cards(), []
+    for want in names:
+        key = want if want in cs else next((k for k, c in cs.items() if c.folder and c.folder == want), None)
+        if key is None: missing.append(f"{want}: no such dataset card"); continue
+        try: return key, load(key, **kwargs)
+        except DatasetNotFound as e: missing.append(f"{key}: {str(e).splitlines()[0]}")   # not here: try the next one
+    raise DatasetNotFound("none of the datasets could be loaded:\n  " + "\n  ".join(missing))
 
 # %% ../../nbs/exercises/transforms.ipynb #030841ab
 @exercise("transforms-normalize")
