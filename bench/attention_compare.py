@@ -1,6 +1,6 @@
 """CNN vs CNN+SE vs TinyViT (classification) and U-Net vs Attention U-Net (binary lesion segmentation), same budget.
 
-    .venv/bin/python bench/attention_compare.py                                   # MMOTU, all images, 64 px (long on CPU)
+    .venv/bin/python bench/attention_compare.py                        # MMOTU, all images, 64 px (long on CPU)
     # the settings measured for lesson 40 (2-core CPU, seed 0):
     .venv/bin/python bench/attention_compare.py --skip seg --size 64 --subset 400 --cls-epochs 10
     .venv/bin/python bench/attention_compare.py --skip cls --size 32 --base 8 --depth 3 --subset 200 --seg-epochs 8
@@ -8,17 +8,20 @@
         --cls-epochs 2 --seg-epochs 2 --subset 48                                 # smoke test, no real data needed
 
 Each pair is trained on the same split, image size, epochs, optimiser (AdamW), learning rate, batch size and
-seed (`gynlab.models.attention.compare_classifiers` / `compare_segmenters`); prints markdown tables and writes
-JSON with `--out`. MMOTU: the redistributor's train/validation split (146 validation images; no patient ids,
+seed (lesson 40's `gynlab.exercises.attention.compare_classifiers` / `compare_segmenters`); prints markdown tables
+and writes JSON with `--out`. MMOTU: the redistributor's train/validation split (146 validation images; no patient ids,
 so near-duplicate frames may straddle the split: optimistic scores). One seed is one sample: differences of a
 few points are within run-to-run noise. Not for clinical use.
 """
-import argparse, json, os, time
+import argparse
+import json
+import os
+import time
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from gynlab.models.attention import compare_classifiers, compare_segmenters
+from gynlab.exercises.attention import compare_classifiers, compare_segmenters
 
 
 def table(rows):
@@ -47,13 +50,16 @@ def main(argv=None):
     out = {"settings": vars(a)}
     if a.skip != "cls":
         t = time.perf_counter()
-        out["classification"] = compare_classifiers(a.dataset_cls, ("cnn", "cnn+se", "vit"), image_size=a.size, epochs=a.cls_epochs,
+        out["classification"] = compare_classifiers(a.dataset_cls, ("cnn", "cnn+se", "vit"), image_size=a.size,
+                                                    epochs=a.cls_epochs,
                                                     subset=a.subset or None, seed=a.seed, device=a.device)
-        print(f"## classification: {a.dataset_cls}, {a.size} px, {a.cls_epochs} epochs ({time.perf_counter() - t:.0f} s)\n")
+        print(f"## classification: {a.dataset_cls}, {a.size} px, {a.cls_epochs} epochs "
+              f"({time.perf_counter() - t:.0f} s)\n")
         print(table(out["classification"]) + "\n", flush=True)
     if a.skip != "seg":
         t = time.perf_counter()
-        out["segmentation"] = compare_segmenters(a.dataset_seg, image_size=a.size, epochs=a.seg_epochs, subset=a.subset or None,
+        out["segmentation"] = compare_segmenters(a.dataset_seg, image_size=a.size, epochs=a.seg_epochs,
+                                                 subset=a.subset or None,
                                                  base=a.base, depth=a.depth, seed=a.seed, device=a.device)
         print(f"## segmentation: {a.dataset_seg}, {a.size} px, base {a.base}, depth {a.depth}, {a.seg_epochs} epochs "
               f"({time.perf_counter() - t:.0f} s)\n")

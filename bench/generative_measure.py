@@ -1,22 +1,27 @@
 """Do GAN-synthesised cells help a classifier trained on few real ones? Measured on phantom Pap-smear cells.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/generative_measure.py                 # 3 seeds x n_per_class 10, 30 (minutes)
+    OMP_NUM_THREADS=2 .venv/bin/python bench/generative_measure.py      # 3 seeds x n_per_class 10, 30 (minutes)
     .venv/bin/python bench/generative_measure.py --seeds 1 --sizes 5 --gan-epochs 2 --clf-epochs 1   # smoke test
 
-For each seed and each `n_per_class`, `gynlab.models.generative.augmentation_trial` picks n real cells per class,
-trains a class-conditional DCGAN on exactly those, then two SmallCNNs with the same number of updates (real only,
-repeated; real + synthetic) and scores both by balanced accuracy on the held-out real test split. Prints one row per
-trial and, per size, the mean and standard deviation of both accuracies and of their difference (synthetic minus
+For each seed and each `n_per_class`, `gynlab.exercises.generative.augmentation_trial` (lesson 70) picks n real cells
+per class, trains a class-conditional DCGAN on exactly those, then two SmallCNNs with the same number of updates (real
+only, repeated; real + synthetic) and scores both by balanced accuracy on the held-out real test split. Prints one row
+per trial and, per size, the mean and standard deviation of both accuracies and of their difference (synthetic minus
 real only; the reference is the real-only classifier measured in the same run). Phantom data only; not for clinical use.
 """
-import argparse, json, os, sys, time
+import argparse
+import json
+import os
+import sys
+import time
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
 
 from gynlab import phantoms
-from gynlab.models.generative import augmentation_trial, stack_images
+from gynlab.exercises.generative import augmentation_trial
+from gynlab.transforms import stack_images
 
 
 def main(argv=None):
@@ -35,7 +40,8 @@ def main(argv=None):
     cy = phantoms.phantom_cytology(n=a.n, image_size=max(32, a.size), seed=0)
     x, y = stack_images(cy["train"], a.size, 3), np.array(cy["train"]["label"])
     xt, yt = stack_images(cy["test"], a.size, 3), np.array(cy["test"]["label"])
-    print(f"phantom cytology {a.size}px: {len(x)} train / {len(xt)} test cells, {len(phantoms.CYTOLOGY_CLASSES)} classes; "
+    print(f"phantom cytology {a.size}px: {len(x)} train / {len(xt)} test cells, "
+          f"{len(phantoms.CYTOLOGY_CLASSES)} classes; "
           f"device {a.device or ('cuda' if torch.cuda.is_available() else 'cpu')}\n")
     print("| n real/class | seed | real only | real + synthetic | difference | seconds |\n|---|---|---|---|---|---|")
     rows = []
@@ -45,13 +51,16 @@ def main(argv=None):
             r = augmentation_trial(x, y, xt, yt, n_per_class=n, n_synth_per_class=a.synth, gan_epochs=a.gan_epochs,
                                    clf_epochs=a.clf_epochs, seed=seed, device=a.device)
             r["seconds"] = time.perf_counter() - t; rows.append(r)
-            print(f"| {n} | {seed} | {r['acc_real']:.3f} | {r['acc_aug']:.3f} | {r['gain']:+.3f} | {r['seconds']:.0f} |", flush=True)
+            print(f"| {n} | {seed} | {r['acc_real']:.3f} | {r['acc_aug']:.3f} | {r['gain']:+.3f} "
+                  f"| {r['seconds']:.0f} |",
+                  flush=True)
     print("\nSummary (mean ± sd over seeds; balanced accuracy on the real test split):\n")
     print("| n real/class | real only | real + synthetic | difference (synthetic − real) |\n|---|---|---|---|")
     for n in sorted({r["n_per_class"] for r in rows}):
         rs = [r for r in rows if r["n_per_class"] == n]
         ms = {k: (np.mean([r[k] for r in rs]), np.std([r[k] for r in rs])) for k in ("acc_real", "acc_aug", "gain")}
-        print(f"| {n} | {ms['acc_real'][0]:.3f} ± {ms['acc_real'][1]:.3f} | {ms['acc_aug'][0]:.3f} ± {ms['acc_aug'][1]:.3f} "
+        print(f"| {n} | {ms['acc_real'][0]:.3f} ± {ms['acc_real'][1]:.3f} "
+              f"| {ms['acc_aug'][0]:.3f} ± {ms['acc_aug'][1]:.3f} "
               f"| {ms['gain'][0]:+.3f} ± {ms['gain'][1]:.3f} |")
     print(f"\nwall time {time.perf_counter() - t0:.0f} s")
     if a.out:

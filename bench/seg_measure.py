@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
-from gynlab.models.unet import train_segmenter
+from gynlab.segment import train_segmenter
 
 
 def main(argv=None):
@@ -40,7 +40,8 @@ def main(argv=None):
                             batch_size=a.batch_size, seed=a.seed, device=a.device, progress=False)
         r = {"dataset": name, **{k: v for k, v in m.items() if k != "history"},
              "valid_dice_per_epoch": [round(h["dice"], 4) for h in m["history"]],
-             "cpu_minutes": round((time.process_time() - c0) / 60, 2), "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
+             "cpu_minutes": round((time.process_time() - c0) / 60, 2),
+             "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
              "settings": {k: v for k, v in vars(a).items() if k not in ("datasets", "out")},
              "torch_threads": torch.get_num_threads(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
         print(json.dumps(r), flush=True)

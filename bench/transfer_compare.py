@@ -8,7 +8,11 @@ process CPU minutes of each method. Needs the MMOTU folder (../shared/data/mmotu
 Caveats: MMOTU has no patient ids (near-duplicate frames may straddle the split: optimistic scores) and
 146 validation images (one image = 0.7 points of accuracy). Not for clinical use.
 """
-import argparse, json, os, sys, time
+import argparse
+import json
+import os
+import sys
+import time
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
@@ -23,8 +27,14 @@ from gynlab.transforms import to_torch, ultrasound_augment
 
 def scores(y, proba):
     y, proba = np.asarray(y), np.asarray(proba)
-    return dict(accuracy=accuracy_score(y, proba.argmax(1)), balanced_accuracy=balanced_accuracy_score(y, proba.argmax(1)),
+    return dict(accuracy=accuracy_score(y, proba.argmax(1)),
+                balanced_accuracy=balanced_accuracy_score(y, proba.argmax(1)),
                 macro_auc=macro_auc(y, proba))
+
+
+class UnfreezeAll:
+    "fit callback: after the first epoch (head only), train every layer group."
+    def after_epoch(self, t): P.unfreeze(t.model)
 
 
 class Timer:
@@ -39,10 +49,12 @@ def main(argv=None):
     ap.add_argument("--ft-epochs", type=int, default=5)
     ap.add_argument("--scratch-epochs", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="ultrasound augmentation for fine-tune/scratch")
+    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                    help="ultrasound augmentation for fine-tune/scratch")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--methods", default="probe,finetune,scratch", help="comma-separated subset of probe,finetune,scratch")
+    ap.add_argument("--methods", default="probe,finetune,scratch",
+                    help="comma-separated subset of probe,finetune,scratch")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     a = ap.parse_args(argv)
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -50,7 +62,8 @@ def main(argv=None):
 
     try: us = data.load("mmotu")
     except Exception as e: sys.exit(f"MMOTU not available ({e}); this benchmark needs the real data")
-    train = us["train"] if not a.n_train else us["train"].shuffle(seed=a.seed).select(range(min(a.n_train, len(us["train"]))))
+    train = us["train"]
+    if a.n_train: train = train.shuffle(seed=a.seed).select(range(min(a.n_train, len(train))))
     names = train.features["label"].names
     mean, std = P.normalization("efficientnet_lite0")
     aug = (lambda: ultrasound_augment(seed=a.seed)) if a.augment else (lambda: None)
@@ -68,7 +81,8 @@ def main(argv=None):
         d = to_torch(src.split, a.size, cache=True, **kw); d._cache = src._cache; return d
 
     methods = set(a.methods.split(","))
-    if methods - {"probe", "finetune", "scratch"}: sys.exit(f"--methods: unknown {methods - {'probe', 'finetune', 'scratch'}}")
+    unknown = methods - {"probe", "finetune", "scratch"}
+    if unknown: sys.exit(f"--methods: unknown {unknown}")
     if "probe" in methods:
         with Timer() as t:
             net = P.create("efficientnet_lite0", len(names))
@@ -77,7 +91,8 @@ def main(argv=None):
             Xva, _ = P.extract_features(net, dl(va_eff), device)
             probe = P.linear_probe(Xtr, ytr, C=0.5)
             proba = np.zeros((len(Xva), len(names))); proba[:, probe.classes_] = probe.predict_proba(Xva)
-        results["linear probe (EfficientNet-Lite0, frozen)"] = dict(scores(y_val, proba), wall_min=t.wall / 60, cpu_min=t.cpu / 60)
+        results["linear probe (EfficientNet-Lite0, frozen)"] = dict(scores(y_val, proba), wall_min=t.wall / 60,
+                                                                    cpu_min=t.cpu / 60)
         print(results, flush=True)
 
     if "finetune" in methods:
@@ -85,10 +100,10 @@ def main(argv=None):
             torch.manual_seed(a.seed)
             net = P.create("efficientnet_lite0", len(names))
             P.freeze(net)                                   # epoch 1: head only; then everything, discriminative lrs
-            def unfreeze_all(history, model): P.unfreeze(model); return False
-            fit(net, with_cache(tr_eff, mean=mean, std=std, augment=aug()), va_eff, epochs=a.ft_epochs, batch_size=a.batch_size,
+            fit(net, with_cache(tr_eff, mean=mean, std=std, augment=aug()), va_eff, epochs=a.ft_epochs,
+                batch_size=a.batch_size,
                 optimizer=lambda params: torch.optim.AdamW(P.param_groups(net, (1e-4, 2e-3)), weight_decay=1e-4),
-                on_epoch_end=unfreeze_all, device=device, seed=a.seed, progress=False)
+                callbacks=[UnfreezeAll()], device=device, seed=a.seed, progress=False)
             proba = predict(net, va_eff, device)
         results["fine-tune (EfficientNet-Lite0)"] = dict(scores(y_val, proba), wall_min=t.wall / 60, cpu_min=t.cpu / 60)
         print(results, flush=True)
@@ -97,16 +112,19 @@ def main(argv=None):
         with Timer() as t:
             torch.manual_seed(a.seed)
             net = P.create("smallcnn", len(names), width=32, depth=5)
-            fit(net, with_cache(tr_eff, augment=aug()), with_cache(va_eff), epochs=a.scratch_epochs, lr=2e-3, weight_decay=1e-4,
+            fit(net, with_cache(tr_eff, augment=aug()), with_cache(va_eff), epochs=a.scratch_epochs, lr=2e-3,
+                weight_decay=1e-4,
                 batch_size=a.batch_size, device=device, seed=a.seed, progress=False)
             proba = predict(net, with_cache(va_eff), device)
         results["scratch (SmallCNN 32x5)"] = dict(scores(y_val, proba), wall_min=t.wall / 60, cpu_min=t.cpu / 60)
 
     print(f"\nMMOTU OTU_2D validation ({len(y_val)} images), {a.size} px, {len(train)} training images; "
-          f"fine-tune {a.ft_epochs} epochs, scratch {a.scratch_epochs} epochs; image decoding {t_load.wall / 60:.2f} min (not included)\n")
+          f"fine-tune {a.ft_epochs} epochs, scratch {a.scratch_epochs} epochs; "
+          f"image decoding {t_load.wall / 60:.2f} min (not included)\n")
     print("| method | accuracy | balanced accuracy | macro AUC | wall min | CPU min |\n|---|---|---|---|---|---|")
     for k, r in results.items():
-        print(f"| {k} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['macro_auc']:.3f} | {r['wall_min']:.1f} | {r['cpu_min']:.1f} |")
+        print(f"| {k} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['macro_auc']:.3f} "
+              f"| {r['wall_min']:.1f} | {r['cpu_min']:.1f} |")
     if a.out:
         with open(a.out, "w") as f: json.dump(dict(args=vars(a), results=results), f, indent=1)
 

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .core import UsageError
 
 # %% auto #0
-__all__ = ['dice', 'iou', 'boundary', 'surface_distances', 'hd95', 'per_class_scores', 'segmentation_metrics', 'ellipse_perimeter', 'largest_component', 'fit_ellipse', 'head_circumference']
+__all__ = ['dice', 'iou', 'boundary', 'surface_distances', 'hd95', 'per_class_scores', 'segmentation_metrics', 'ellipse_perimeter', 'largest_component', 'fit_ellipse', 'head_circumference', 'psnr', 'ssim', 'mmd2', 'two_sample_test']
 
 # %% ../nbs/31_seg_metrics.ipynb #5028179b
 def _binary(m, what: str = "mask") -> np.ndarray:
@@ -18,20 +19,20 @@ def _binary(m, what: str = "mask") -> np.ndarray:
     if torch.is_tensor(m): m = m.detach().cpu().numpy()
     m = np.asarray(m)
     if m.dtype != bool and not np.isin(m, (0, 1)).all():
-        raise ValueError(f"{what} must be binary (0/1 or bool), got values {np.unique(m)[:6]}: use `mask == class_index`")
+        raise UsageError(f"{what} must be binary (0/1 or bool), got values {np.unique(m)[:6]}: use `mask == class_index`")
     return m.astype(bool)
 
 def dice(pred, truth) -> float:
     "Dice = 2|P∩G| / (|P|+|G|) of two binary masks; 1.0 when both are empty, 0.0 when only one is."
     p, g = _binary(pred, "pred"), _binary(truth, "truth")
-    if p.shape != g.shape: raise ValueError(f"pred and truth differ in shape: {p.shape} vs {g.shape}")
+    if p.shape != g.shape: raise UsageError(f"pred and truth differ in shape: {p.shape} vs {g.shape}")
     total = p.sum() + g.sum()
     return 1.0 if total == 0 else float(2 * (p & g).sum() / total)
 
 def iou(pred, truth) -> float:
     "Intersection over union (Jaccard) of two binary masks; 1.0 when both are empty, 0.0 when only one is."
     p, g = _binary(pred, "pred"), _binary(truth, "truth")
-    if p.shape != g.shape: raise ValueError(f"pred and truth differ in shape: {p.shape} vs {g.shape}")
+    if p.shape != g.shape: raise UsageError(f"pred and truth differ in shape: {p.shape} vs {g.shape}")
     union = (p | g).sum()
     return 1.0 if union == 0 else float((p & g).sum() / union)
 
@@ -50,7 +51,7 @@ def surface_distances(a, b, spacing=1.0) -> np.ndarray:
 def hd95(pred, truth, spacing=1.0, percentile: float = 95.0) -> float:
     "Symmetric `percentile` Hausdorff distance between mask boundaries (pixels, or mm via `spacing`); 0 if both empty, inf if one is."
     p, g = _binary(pred, "pred"), _binary(truth, "truth")
-    if p.shape != g.shape: raise ValueError(f"pred and truth differ in shape: {p.shape} vs {g.shape}")
+    if p.shape != g.shape: raise UsageError(f"pred and truth differ in shape: {p.shape} vs {g.shape}")
     if not p.any() and not g.any(): return 0.0
     if not p.any() or not g.any(): return float("inf")
     return float(max(np.percentile(surface_distances(p, g, spacing), percentile),
@@ -97,7 +98,7 @@ def largest_component(mask) -> np.ndarray:
 def fit_ellipse(mask, spacing=1.0) -> dict:
     "Ellipse with the same area moments as a filled mask: centre (row, col), semi-axes a >= b and angle, in units of `spacing`."
     m = _binary(mask)
-    if m.sum() < 3: raise ValueError(f"cannot fit an ellipse to a mask with {int(m.sum())} pixels")
+    if m.sum() < 3: raise UsageError(f"cannot fit an ellipse to a mask with {int(m.sum())} pixels")
     sp = np.broadcast_to(np.asarray(spacing, dtype=float), (2,))
     pts = np.argwhere(m) * sp                                        # (N, 2) in mm
     cov = np.cov(pts, rowvar=False, bias=True) + np.diag(sp**2 / 12)  # + the pixels' own extent
@@ -112,3 +113,83 @@ def head_circumference(mask, pixel_size_mm: float = 1.0, clean: bool = True) -> 
     if not m.any(): return float("nan")
     e = fit_ellipse(m, pixel_size_mm)
     return ellipse_perimeter(e["a"], e["b"])
+
+# %% ../nbs/70_generative.ipynb #14b9aece
+import torch.nn.functional as F
+
+def _image_batch(x, name: str = "x") -> torch.Tensor:
+    "A float tensor (B, C, H, W) from a (H, W), (C, H, W) or (B, C, H, W) tensor or array."
+    if isinstance(x, np.ndarray): x = torch.from_numpy(x)
+    if not torch.is_tensor(x): raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
+    if x.ndim not in (2, 3, 4): raise ValueError(f"{name} must be (H,W), (C,H,W) or (B,C,H,W), got shape {tuple(x.shape)}")
+    x = x.float()
+    while x.ndim < 4: x = x[None]
+    return x
+
+def _image_pair(x, y):
+    x, y = _image_batch(x, "x"), _image_batch(y, "y")
+    if x.shape != y.shape: raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    return x, y.to(x.device)
+
+def _reduce(v: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean": return v.mean()
+    if reduction == "none": return v
+    raise ValueError(f"reduction={reduction!r}: use 'mean' or 'none'")
+
+def psnr(x, y, data_range: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+    "Peak signal-to-noise ratio in dB of each image in `x` against reference `y` (`reduction`: 'mean' or 'none')."
+    x, y = _image_pair(x, y)
+    mse = ((x - y) ** 2).flatten(1).mean(1)                  # (B,) one mean squared error per image
+    return _reduce(10 * torch.log10(data_range ** 2 / mse), reduction)   # +inf for identical images
+
+# %% ../nbs/70_generative.ipynb #5496807d
+def ssim(x, y, data_range: float = 1.0, win_size: int = 7, k1: float = 0.01, k2: float = 0.03,
+         reduction: str = "mean") -> torch.Tensor:
+    "Structural similarity (Wang et al. 2004) with a uniform `win_size` window, as `skimage.metrics.structural_similarity`."
+    x, y = _image_pair(x, y)
+    if win_size % 2 == 0 or win_size < 3: raise ValueError(f"win_size must be odd and >= 3, got {win_size}")
+    if min(x.shape[-2:]) < win_size: raise ValueError(f"images of size {tuple(x.shape[-2:])} are smaller than win_size={win_size}")
+    mean = lambda t: F.avg_pool2d(t, win_size, stride=1)      # local means over every full window ('valid')
+    ux, uy = mean(x), mean(y)
+    cov = win_size ** 2 / (win_size ** 2 - 1)                 # sample (not population) covariance, as skimage
+    vx, vy = cov * (mean(x * x) - ux * ux), cov * (mean(y * y) - uy * uy)
+    vxy = cov * (mean(x * y) - ux * uy)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
+    return _reduce(s.flatten(1).mean(1), reduction)          # mean over channels and positions, per image
+
+# %% ../nbs/70_generative.ipynb #57aab2f0
+def mmd2(fx, fy, bandwidth: float | None = None) -> float:
+    "Unbiased squared maximum mean discrepancy between feature sets `fx` (n, F) and `fy` (m, F), Gaussian kernel (median-heuristic bandwidth)."
+    fx, fy = torch.as_tensor(fx).double(), torch.as_tensor(fy).double()
+    if fx.ndim != 2 or fy.ndim != 2 or fx.shape[1] != fy.shape[1]:
+        raise ValueError(f"features must be (n, F) and (m, F) with the same F, got {tuple(fx.shape)} and {tuple(fy.shape)}")
+    n, m = len(fx), len(fy)
+    if n < 2 or m < 2: raise ValueError("need at least 2 samples in each set")
+    d2 = torch.cdist(torch.cat([fx, fy]), torch.cat([fx, fy])) ** 2
+    if bandwidth is None: bandwidth = float(d2[d2 > 0].median().sqrt()) if (d2 > 0).any() else 1.0
+    k = torch.exp(-d2 / (2 * bandwidth ** 2))
+    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
+    return float((kxx.sum() - kxx.diag().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+
+# %% ../nbs/70_generative.ipynb #gn000002
+def _features(f, name: str) -> np.ndarray:
+    a = f.detach().double().cpu().numpy() if torch.is_tensor(f) else np.asarray(f, dtype=np.float64)
+    if a.ndim < 2: raise ValueError(f"{name} must hold one row of features per sample, got shape {a.shape}")
+    return a.reshape(len(a), -1)
+
+def two_sample_test(fx, fy, *, classifier=None, folds: int = 5, seed: int = 0) -> float:
+    "Classifier two-sample test: cross-validated accuracy telling `fx` from `fy` (rows: samples; 0.5 indistinguishable, 1 told apart)."
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    a, b = _features(fx, "fx"), _features(fy, "fy")
+    if a.shape[1] != b.shape[1]: raise ValueError(f"fx and fy differ in shape: {a.shape[1:]} vs {b.shape[1:]} features")
+    n = min(len(a), len(b))
+    if n < 2 * folds: raise ValueError(f"need at least {2 * folds} samples of each kind, got {len(a)} and {len(b)}")
+    rng = np.random.default_rng(seed)
+    a, b = a[rng.permutation(len(a))[:n]], b[rng.permutation(len(b))[:n]]    # balanced: chance = 0.5
+    clf = classifier if classifier is not None else make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(clf, np.concatenate([a, b]), np.r_[np.ones(n), np.zeros(n)], cv=cv).mean())

@@ -36,8 +36,9 @@ DEFAULT_TARGET = {"mmotu": "lesion_mask"}
 
 def _splits(dd, seed: int):
     from gynlab.data import grouped_split
-    try: return dd["train"], dd[validation_split(dd)]
-    except DataError: pass
+    try: name = validation_split(dd)
+    except DataError: name = None
+    if name is not None: return dd["train"], dd[name]
     first = dd[list(dd)[0]]
     idx = grouped_split(first["group"], {"train": 0.8, "validation": 0.2}, seed)
     return first.select(idx["train"]), first.select(idx["validation"])

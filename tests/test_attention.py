@@ -1,4 +1,5 @@
-"Tests for gynlab.models.attention: shapes, MHSA vs PyTorch, SE/gate ranges, rollout, Attention U-Net training."
+"""Tests for gynlab.models.attention: shapes, MHSA vs PyTorch, SE/gate ranges, rollout, Attention U-Net training;
+lesson 40's comparisons (gynlab.exercises.attention)."""
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gynlab.models import attention as A
-from gynlab.interpret import attention_rollout, rollout_map
+from gynlab.models.attention import attention_rollout, rollout_map
 from gynlab.exercises import attention as XA
 
 
@@ -117,6 +118,16 @@ def test_rollout_hand_made():
     torch.testing.assert_close(attention_rollout([uni, uni], residual=False), torch.full((1, 5, 5), 0.2))
     a1, a2 = torch.rand(1, 1, 5, 5).softmax(-1), torch.rand(1, 1, 5, 5).softmax(-1)
     torch.testing.assert_close(attention_rollout([a1, a2], residual=False)[0], a2[0, 0] @ a1[0, 0])
+    # head fusion: max/min over heads; rows still sum to 1 after renormalising
+    two = torch.stack([a1[0, 0], a2[0, 0]])[None]                              # (1, 2 heads, 5, 5)
+    for fusion, f in (("max", torch.maximum), ("min", torch.minimum)):
+        want = f(a1[0, 0], a2[0, 0]); want = want / want.sum(-1, keepdim=True)
+        torch.testing.assert_close(attention_rollout([two], head_fusion=fusion, residual=False)[0], want)
+    torch.testing.assert_close(attention_rollout([two], discard_ratio=0.5).sum(-1), torch.ones(1, 5))
+    assert rollout_map([eye], grid=(2, 2), image_size=(8, 8)).shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="head_fusion"): attention_rollout([two], head_fusion="median")
+    with pytest.raises(ValueError, match="at least one"): attention_rollout([])
+    with pytest.raises(ValueError, match="heads, N, N"): attention_rollout([torch.rand(1, 2, 5, 4)])
 
 
 def test_vit_rollout_map():
@@ -187,14 +198,22 @@ def test_checkers_accept_right_and_reject_wrong():
 
 
 def test_make_classifier():
-    assert isinstance(A.make_classifier("vit", 3, 5), A.TinyViT)
-    assert A.make_classifier("cnn+se", 1, 2)(torch.randn(1, 1, 64, 64)).shape == (1, 2)
+    assert isinstance(XA.make_classifier("vit", 3, 5), A.TinyViT)
+    assert XA.make_classifier("cnn+se", 1, 2)(torch.randn(1, 1, 64, 64)).shape == (1, 2)
     with pytest.raises(ValueError, match="unknown classifier"):
-        A.make_classifier("resnet", 3, 2)
+        XA.make_classifier("resnet", 3, 2)
+
+
+def test_compare_segmenters_tiny():
+    rows, nets, (valid, info, mean, std) = XA.compare_segmenters(image_size=32, epochs=1, subset=8, batch_size=4,
+                                                                 base=4, depth=2, return_models=True)
+    assert [r["model"] for r in rows] == ["unet", "attention-unet"] and all(0 <= r["dice"] <= 1 for r in rows)
+    assert isinstance(nets["attention-unet"], A.AttentionUNet) and len(valid) == 8 and mean == [0.5]
+    assert rows[0]["params"] < rows[1]["params"]                               # the gates add parameters
 
 
 def test_compare_classifiers_tiny():
-    rows = A.compare_classifiers("phantom-cytology", ("cnn", "vit"), n=40, image_size=32, epochs=1, batch_size=16)
+    rows = XA.compare_classifiers("phantom-cytology", ("cnn", "vit"), n=40, image_size=32, epochs=1, batch_size=16)
     assert [r["model"] for r in rows] == ["cnn", "vit"]
     assert all(0 <= r["accuracy"] <= 1 and r["params"] > 0 for r in rows)
     assert rows[0]["n_train"] == rows[1]["n_train"] > 0

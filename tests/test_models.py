@@ -27,7 +27,8 @@ def test_conv_out_size_matches_layers():
 @pytest.mark.parametrize("layers", [
     [nn.Conv2d(1, 2, 3, padding=1)],
     [nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, padding=1)],
-    [nn.Conv2d(1, 2, 5, stride=2, padding=2), nn.Conv2d(2, 2, 3, padding=2, dilation=2), nn.AvgPool2d(3, 2, 1), nn.Conv2d(2, 2, 3, padding=1)],
+    [nn.Conv2d(1, 2, 5, stride=2, padding=2), nn.Conv2d(2, 2, 3, padding=2, dilation=2), nn.AvgPool2d(3, 2, 1),
+     nn.Conv2d(2, 2, 3, padding=1)],
 ])
 def test_receptive_field_analytic_vs_empirical(layers):
     stack = nn.Sequential(*layers)
@@ -103,7 +104,7 @@ def test_imagenet_weights_really_load(lite0):
 
 
 def test_imagenet_weights_classify_a_photo():
-    "The ImageNet head (from the file) names sklearn's sample flower photo as a daisy with the (0.5, 0.5) normalisation."
+    "The ImageNet head (from the file) names sklearn's sample flower photo a daisy with the (0.5, 0.5) normalisation."
     from sklearn.datasets import load_sample_image
     from gynlab.transforms import preprocess
     m = P.create("efficientnet_lite0", 1000)
@@ -162,13 +163,36 @@ def test_feature_extraction_and_probe():
 
 
 def test_gradual_unfreezing_callback():
+    "A duck-typed fit callback: the head alone at first, then one more group after each epoch (resume: t.start_epoch)."
+    from types import SimpleNamespace
     net = P.create("smallcnn", 2, width=4, depth=3)
-    cb = P.GradualUnfreezing(net, every=1)
+    cb = P.GradualUnfreezing(every=1)
     trainable = lambda: [any(p.requires_grad for m in g for p in m.parameters()) for g in P.layer_groups(net)]
+    t = SimpleNamespace(model=net, start_epoch=0, epoch=0)
+    cb.before_fit(t)
     assert trainable() == [False, False, False, True]
-    assert cb([{"epoch": 1}], net) is False and trainable() == [False, False, True, True]
-    cb([{}] * 10, net)
+    t.epoch = 1; cb.after_epoch(t)
+    assert trainable() == [False, False, True, True]
+    t.epoch = 10; cb.after_epoch(t)
     assert all(trainable())
+    cb.before_fit(SimpleNamespace(model=net, start_epoch=1, epoch=0))          # resuming after epoch 1
+    assert trainable() == [False, False, True, True]
+    with pytest.raises(ValueError, match="every"): P.GradualUnfreezing(every=0)
+
+
+def test_gradual_unfreezing_in_fit():
+    "With fit: the first block never trains in 2 epochs (4 groups, one unfrozen per epoch); the head does."
+    from torch.utils.data import TensorDataset
+    from gynlab.train import fit
+    torch.manual_seed(0)
+    net = P.create("smallcnn", 2, width=4, depth=3)
+    first, head = net.features[0][0].weight.detach().clone(), net.head[-1].weight.detach().clone()
+    x = torch.randn(32, 3, 16, 16); y = torch.arange(32) % 2
+    h = fit(net, TensorDataset(x, y), epochs=2, lr=1e-2, batch_size=8, progress=False,
+            optimizer=lambda params: torch.optim.AdamW(P.param_groups(net, (1e-3, 1e-2))),
+            callbacks=[P.GradualUnfreezing(every=1)])
+    assert len(h) == 2
+    assert torch.equal(net.features[0][0].weight, first) and not torch.equal(net.head[-1].weight, head)
 
 
 def test_check_freeze_body():

@@ -1,4 +1,5 @@
-"U-Net, losses, train_segmenter / predict_masks: shapes, learning, mask alignment with the input image, bad input."
+"""U-Net and its losses (gynlab.models.unet); training a segmenter and masks for a folder (gynlab.segment): shapes,
+learning, mask alignment with the input image, run folders, bad input."""
 import json
 import os
 from pathlib import Path
@@ -10,11 +11,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
-import gynlab.models.unet as U
-from gynlab.models.unet import (UNet, SoftDiceLoss, DiceCELoss, train_segmenter, predict_masks, load_segmenter,
-                                segment_image)
+import gynlab.segment as S
+from gynlab.core import BadImageError, DataError, OutputError, RunError, UsageError
 from gynlab.exercises.segmentation import check_soft_dice_loss, check_unet_output_size
-from gynlab.train import BadImageError, RunError
+from gynlab.models.unet import DiceCELoss, SoftDiceLoss, UNet
+from gynlab.runs import load_run
+from gynlab.segment import predict_masks, segment_image, segmentation_data, train_segmenter
 
 
 @pytest.mark.parametrize("size,depth", [((64, 64), 4), ((50, 37), 4), ((17, 33), 3), ((8, 9), 1)])
@@ -36,7 +38,7 @@ def test_unet_skip_connections_carry_detail():
     g = x.grad[0, 0].abs()
     r, c = divmod(int(g.argmax()), 32)
     assert abs(r - 10) <= 3 and abs(c - 20) <= 3
-    with pytest.raises(ValueError, match="depth"): UNet(1, 2, depth=0)
+    with pytest.raises(UsageError, match="depth"): UNet(1, 2, depth=0)
 
 
 def test_soft_dice_loss():
@@ -48,18 +50,25 @@ def test_soft_dice_loss():
     d = [(2 * (p[:, c] * oh[:, c]).sum() + 1) / (p[:, c].sum() + oh[:, c].sum() + 1) for c in range(3)]
     assert SoftDiceLoss()(logits, g) == pytest.approx(float(1 - (d[1] + d[2]) / 2), abs=1e-5)
     assert SoftDiceLoss(include_background=True)(logits, g) == pytest.approx(float(1 - sum(d) / 3), abs=1e-5)
-    assert DiceCELoss()(logits, g) == pytest.approx(float(F.cross_entropy(logits, g) + SoftDiceLoss()(logits, g)), abs=1e-5)
+    want = F.cross_entropy(logits, g) + SoftDiceLoss()(logits, g)
+    assert DiceCELoss()(logits, g) == pytest.approx(float(want), abs=1e-5)
     assert DiceCELoss(ce_weight=0)(logits, g) == pytest.approx(float(SoftDiceLoss()(logits, g)), abs=1e-6)
+
+
+def _squares(n=8, size=24, seed=0):
+    "Noisy images with one bright square each, and its mask."
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 1, size, size); y = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        r, c = 2 + 2 * i, 20 - 2 * i
+        x[i, 0, r : r + 6, c - 4 : c + 2] = 1; y[i, r : r + 6, c - 4 : c + 2] = 1
+    return x + 0.1 * torch.randn(x.shape, generator=g), y
 
 
 def test_unet_learns_a_toy_task():
     "A few steps of Dice+CE on bright squares bring Dice up: the model, loss and gradients are wired right."
     torch.manual_seed(0)
-    x = torch.zeros(8, 1, 24, 24); y = torch.zeros(8, 24, 24, dtype=torch.long)
-    for i in range(8):
-        r, c = 2 + 2 * i, 20 - 2 * i
-        x[i, 0, r : r + 6, c - 4 : c + 2] = 1; y[i, r : r + 6, c - 4 : c + 2] = 1
-    x = x + 0.1 * torch.randn_like(x)
+    x, y = _squares()
     net, loss_fn = UNet(1, 2, base=4, depth=2), DiceCELoss()
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     first = None
@@ -72,6 +81,21 @@ def test_unet_learns_a_toy_task():
     assert segmentation_metrics(net(x).detach(), y)["dice"] > 0.7
 
 
+def test_unet_trains_with_fit():
+    "The lesson's recipe: `fit` with DiceCELoss, segmentation metrics, Dice monitored and the best weights kept."
+    from torch.utils.data import TensorDataset
+    from gynlab.metrics import segmentation_metrics
+    from gynlab.train import evaluate, fit
+    torch.manual_seed(0)
+    x, y = _squares()
+    net = UNet(1, 2, base=4, depth=2)
+    h = fit(net, TensorDataset(x, y), TensorDataset(x, y), epochs=15, lr=1e-2, batch_size=4, loss=DiceCELoss(),
+            metrics=lambda o, t: segmentation_metrics(o, t), monitor="dice", restore_best=True, progress=False)
+    assert h.monitor == "dice" and h.best["dice"] > 0.5 and h["train_loss"][-1] < h["train_loss"][0]
+    again = evaluate(net, TensorDataset(x, y), loss=DiceCELoss(), metrics=lambda o, t: segmentation_metrics(o, t))
+    assert again["dice"] == pytest.approx(h.best["dice"], abs=1e-6)
+
+
 class Bright(torch.nn.Module):
     "A deterministic stand-in segmenter: foreground where the (normalised) image is bright."
     def forward(self, x):
@@ -79,12 +103,13 @@ class Bright(torch.nn.Module):
         return torch.cat([-f, f], 1) * 10
 
 
-CFG = {"task": "segment", "channels": 1, "n_classes": 2, "image_size": 32, "mean": [0.5], "std": [0.5], "letterbox": True}
+CFG = {"task": "segment", "channels": 1, "classes": ["background", "lesion"], "image_size": 32, "mean": [0.5],
+       "std": [0.5], "letterbox": True}
 
 
 @pytest.fixture
 def standin(monkeypatch):
-    monkeypatch.setattr(U, "load_segmenter", lambda run_dir, device=None: (Bright(), dict(CFG)))
+    monkeypatch.setattr(S, "load_run", lambda run, device=None, task=None: (Bright(), dict(CFG)))
 
 
 def corner_image(w, h, mode="L"):
@@ -98,8 +123,8 @@ def corner_image(w, h, mode="L"):
 def test_predicted_mask_lines_up_with_image(tmp_path, standin, w, h, mode):
     im, truth = corner_image(w, h, mode)
     (tmp_path / "in").mkdir(); im.save(tmp_path / "in" / "case.png")
-    paths = predict_masks("unused", tmp_path / "in", tmp_path / "out")
-    assert [p.name for p in paths] == ["case.png"]
+    paths, skipped = predict_masks("unused", tmp_path / "in", tmp_path / "out")
+    assert [p.name for p in paths] == ["case.png"] and skipped == []
     with Image.open(paths[0]) as mk:
         assert mk.size == (w, h) and mk.mode == "L"
         m = np.asarray(mk)
@@ -115,10 +140,11 @@ def test_multiclass_masks_are_indices(tmp_path, monkeypatch):
         def forward(self, x):
             f = x.mean(1, keepdim=True)
             return torch.cat([-f, torch.zeros_like(f), f], 1) * 10
-    monkeypatch.setattr(U, "load_segmenter", lambda run_dir, device=None: (Three(), {**CFG, "n_classes": 3}))
+    cfg = {**CFG, "classes": ["background", "a", "b"]}
+    monkeypatch.setattr(S, "load_run", lambda run, device=None, task=None: (Three(), cfg))
     im, truth = corner_image(40, 30)
     (tmp_path / "in").mkdir(); im.save(tmp_path / "in" / "x.jpg")
-    with Image.open(predict_masks("r", tmp_path / "in", tmp_path / "out")[0]) as mk: m = np.asarray(mk)
+    with Image.open(predict_masks("r", tmp_path / "in", tmp_path / "out")[0][0]) as mk: m = np.asarray(mk)
     assert set(np.unique(m)) <= {0, 1, 2} and (m == 2).any()
 
 
@@ -129,15 +155,19 @@ def test_corrupt_file(tmp_path, standin):
     with pytest.raises(BadImageError, match="b_bad.png"):
         predict_masks("r", d, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())   # nothing half-written
-    paths = predict_masks("r", d, tmp_path / "out", skip_bad=True)
-    assert [p.name for p in paths] == ["a_good.png"]
+    paths, skipped = predict_masks("r", d, tmp_path / "out", skip_bad=True)
+    assert [p.name for p in paths] == ["a_good.png"] and [f.name for f, _ in skipped] == ["b_bad.png"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.png"]        # no temp files left
 
 
-def test_empty_or_missing_folder(tmp_path, standin):
-    with pytest.raises(RunError, match="does not exist"): predict_masks("r", tmp_path / "nope", tmp_path / "out")
+def test_empty_or_missing_folder_and_bad_out(tmp_path, standin):
+    with pytest.raises(DataError, match="does not exist"): predict_masks("r", tmp_path / "nope", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RunError, match="no images"): predict_masks("r", tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(DataError, match="no images"): predict_masks("r", tmp_path / "empty", tmp_path / "out")
+    corner_image(40, 30)[0].save(tmp_path / "empty" / "a.png")
+    with pytest.raises(OutputError, match="input folder"): predict_masks("r", tmp_path / "empty", tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file"): predict_masks("r", tmp_path / "empty", tmp_path / "file")
 
 
 def test_train_segmenter_run_folder_roundtrip(tmp_path):
@@ -149,21 +179,30 @@ def test_train_segmenter_run_folder_roundtrip(tmp_path):
     assert cfg["task"] == "segment" and cfg["dataset"] == "phantom-uterus-mri" and cfg["n_classes"] == 4
     assert cfg["classes"][3] == "fibroid" and cfg["channels"] == 1 and len(cfg["mean"]) == 1
     assert json.loads((run / "metrics.json").read_text())["dice"] == pytest.approx(m["dice"])
-    net, cfg2 = load_segmenter(run)
+    net, cfg2 = load_run(run, task="segment")
     assert isinstance(net, UNet) and not net.training
     im = Image.fromarray((np.random.default_rng(0).random((45, 70)) * 255).astype(np.uint8))
     msk = segment_image(net, im, cfg2)
     assert msk.shape == (45, 70) and msk.max() < 4
     (tmp_path / "in").mkdir(); im.save(tmp_path / "in" / "q.tif")
-    with Image.open(predict_masks(run, tmp_path / "in", tmp_path / "out")[0]) as mk:
+    with Image.open(predict_masks(run, tmp_path / "in", tmp_path / "out")[0][0]) as mk:
         assert mk.size == (70, 45) and np.asarray(mk).max() < 4          # class indices, not 0/255
+    with pytest.raises(RunError, match="not a classify run"): load_run(run, task="classify")
     (run / "model.safetensors").unlink()
-    with pytest.raises(RunError, match="model.safetensors"): load_segmenter(run)
+    with pytest.raises(RunError, match="model.safetensors"): load_run(run, task="segment")
 
 
 def test_train_segmenter_bad_arguments():
-    with pytest.raises(ValueError, match="segmentation"): train_segmenter("phantom-cine", epochs=1)
-    with pytest.raises(ValueError, match="unknown segmentation model"): train_segmenter("phantom-uterus-mri", model="segformer")
+    with pytest.raises(UsageError, match="segmentation"): train_segmenter("phantom-cine", epochs=1)
+    with pytest.raises(UsageError, match="unknown segmentation model"):
+        train_segmenter("phantom-uterus-mri", model="segformer")
+    with pytest.raises(UsageError, match="multiple of 16"): train_segmenter("phantom-uterus-mri", image_size=40)
+
+
+def test_segmentation_data_phantom():
+    tr, va, info = segmentation_data("phantom-uterus-mri", image_size=32, subset=8)
+    assert len(tr) == len(va) == 8 and info["classes"] == ["background", "myometrium", "endometrium", "fibroid"]
+    assert info["channels"] == 1 and info["target"] == "mask" and info["n_classes"] == 4
 
 
 def test_checkers():
@@ -189,11 +228,10 @@ DATA = Path(__file__).parents[1].parent / "shared" / "data"
 @pytest.mark.skipif(not (DATA / "mmotu_otu2d").is_dir() or not (DATA / "isbi2014_cervical_cytology").is_dir(),
                     reason="real MMOTU / ISBI 2014 data not present under ../shared/data")
 def test_real_data_targets_and_splits():
-    from gynlab.models.unet import load_segmentation_data
-    tr, va, info = load_segmentation_data("mmotu", image_size=32, subset=8, data_root=DATA)
+    tr, va, info = segmentation_data("mmotu", image_size=32, subset=8, data_root=DATA)
     assert info["target"] == "lesion_mask" and info["classes"] == ["background", "lesion"] and info["channels"] == 3
     assert set(np.unique(np.asarray(tr[0]["lesion_mask"]))) <= {0, 1}
-    tr, va, info = load_segmentation_data("mmotu", image_size=32, subset=8, target="mask", data_root=DATA)
+    tr, va, info = segmentation_data("mmotu", image_size=32, subset=8, target="mask", data_root=DATA)
     assert info["n_classes"] == 9
-    tr, va, info = load_segmentation_data("isbi2014", image_size=32, data_root=DATA)  # one split: divided by group
+    tr, va, info = segmentation_data("isbi2014", image_size=32, data_root=DATA)  # one split: divided by group
     assert len(tr) + len(va) == 45 and len(va) > 0 and not set(tr["group"]) & set(va["group"]) and info["channels"] == 1

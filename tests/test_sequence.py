@@ -2,9 +2,21 @@
 import pytest
 import torch
 import torch.nn as nn
-from gynlab.models.sequence import (CineRNN, FrameCNN, FrameDiffCNN, GRUCellScratch, LSTMCellScratch, cine_tensors,
-                                    clip_accuracy, train_clip_model)
-from gynlab.exercises.sequence import check_gru_step
+from torch.utils.data import TensorDataset
+
+from gynlab.exercises.sequence import check_gru_step, check_motion_energy
+from gynlab.models.sequence import CineRNN, FrameCNN, FrameDiffCNN, GRUCellScratch, LSTMCellScratch
+from gynlab.train import fit, predict
+from gynlab.transforms import cine_tensors
+
+
+def train_clips(model, x, y, epochs):
+    "The lesson's recipe: `fit` on a TensorDataset of clips."
+    return fit(model, TensorDataset(x, y), epochs=epochs, lr=3e-3, batch_size=16, progress=False)
+
+
+def clip_accuracy(model, x, y) -> float:
+    return float((predict(model, TensorDataset(x)).argmax(1) == y.numpy()).mean())
 
 
 def test_scratch_gru_equals_torch():
@@ -49,10 +61,22 @@ def test_sequence_model_beats_single_frame_on_cine():
     x, y = cine_tensors(d["train"]); xt, yt = cine_tensors(d["test"]); xv, yv = cine_tensors(d["validation"])
     xt, yt = torch.cat([xt, xv]), torch.cat([yt, yv])
     seq, frame = CineRNN(), FrameCNN()
-    train_clip_model(seq, x, y, epochs=12); train_clip_model(frame, x, y, epochs=6)
+    train_clips(seq, x, y, epochs=12); train_clips(frame, x, y, epochs=6)
     a_seq, a_frame = clip_accuracy(seq, xt, yt), clip_accuracy(frame, xt, yt)
     assert a_seq > 0.75 and a_seq > a_frame + 0.15, (a_seq, a_frame)
 
 
+def test_cine_tensors():
+    from gynlab.phantoms import phantom_cine
+    d = phantom_cine(n=20, image_size=32, seed=0, frames=4)
+    x, y = cine_tensors(d["train"])
+    assert x.shape[1:] == (4, 1, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.dtype == torch.long and len(y) == len(x)
+    with pytest.raises(KeyError, match="frames"): cine_tensors(d["train"].remove_columns("frames"))
+
+
 def test_checker_rejects_wrong_answer():
     assert not check_gru_step(lambda x, h, cell: h)
+    assert check_gru_step(lambda x, h, cell: cell(x, h))
+    assert check_motion_energy(lambda clip: clip.diff(dim=0).abs().mean(0))
+    assert not check_motion_energy(lambda clip: (clip - clip.mean(0)).abs().mean(0) + 1)

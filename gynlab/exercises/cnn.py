@@ -4,14 +4,8 @@
 
 # %% ../../nbs/exercises/cnn.ipynb #3e9ce8eb
 from __future__ import annotations
-import math
-from typing import NamedTuple, Sequence
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise, expect_equal
 from ..models.cnn import conv_out_size, receptive_field
 
 # %% auto #0

@@ -4,19 +4,9 @@
 
 # %% ../../nbs/exercises/segmentation.ipynb #8cab90ea
 from __future__ import annotations
-import json
-import os
-import time
-from pathlib import Path
-
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..train import get_device
-
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise, expect_close, expect_equal
 from ..models.unet import SoftDiceLoss
 
 # %% auto #0

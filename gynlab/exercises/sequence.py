@@ -4,16 +4,11 @@
 
 # %% ../../nbs/exercises/sequence.ipynb #6d6277f5
 from __future__ import annotations
-import math
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..models.cnn import conv_block, SmallCNN
-from ..train import get_device
-
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise, expect_close
 
 # %% auto #0
 __all__ = ['check_gru_step', 'check_motion_energy']
@@ -32,6 +27,7 @@ def check_gru_step(fn):
         expect_close(got.detach().numpy(), cell(x, h).numpy(), "your h'", hint="h' = (1 - z) * n + z * h; gates are stacked r, z, n")
     return "correct: one GRU step, gate by gate."
 
+# %% ../../nbs/exercises/sequence.ipynb #xq000002
 @exercise("sequence-motion-energy")
 def check_motion_energy(fn):
     "Checker: `fn(clip)` returns the mean absolute difference between consecutive frames of a (T,H,W) clip, shape (H,W)."

@@ -4,17 +4,9 @@
 
 # %% ../../nbs/exercises/transfer.ipynb #48a99358
 from __future__ import annotations
-import math
-from pathlib import Path
-from typing import Sequence
-
 import numpy as np
-import torch
-import torch.nn as nn
 
-from ..models.cnn import SmallCNN
-
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise, expect_close, expect_equal
 from ..models.pretrained import create
 
 # %% auto #0

@@ -5,20 +5,20 @@
 # %% ../../nbs/40_attention.ipynb #60fa73d2
 from __future__ import annotations
 import math
-import time
+from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import UsageError
 from .cnn import SmallCNN
-from .unet import DoubleConv, Down, Up, DiceCELoss
+from .unet import DoubleConv, Down, Up
 
 # %% auto #0
 __all__ = ['SEBlock', 'SpatialAttention', 'CBAM', 'AttentionCNN', 'AttentionGate', 'AttentionUNet',
            'scaled_dot_product_attention', 'MultiHeadSelfAttention', 'PatchEmbed', 'TransformerBlock', 'TinyViT',
-           'vit_rollout', 'make_classifier', 'compare_classifiers', 'compare_segmenters']
+           'attention_rollout', 'rollout_map', 'vit_rollout']
 
 # %% ../../nbs/40_attention.ipynb #54b2ee7a
 class SEBlock(nn.Module):
@@ -58,7 +58,7 @@ class CBAM(nn.Sequential):
 def _attention_block(kind: str | None, channels: int) -> nn.Module:
     blocks = {None: nn.Identity, "none": nn.Identity, "se": SEBlock, "cbam": CBAM,
               "spatial": lambda c: SpatialAttention()}
-    if kind not in blocks: raise ValueError(f"unknown attention {kind!r}: use one of None, 'se', 'spatial', 'cbam'")
+    if kind not in blocks: raise UsageError(f"unknown attention {kind!r}: use one of None, 'se', 'spatial', 'cbam'")
     return blocks[kind](channels) if kind not in (None, "none") else nn.Identity()
 
 class AttentionCNN(SmallCNN):
@@ -90,7 +90,7 @@ class AttentionUNet(nn.Module):
     "U-Net with attention gates on the skip connections (Oktay et al. 2018). Logits (B, n_classes, H, W)."
     def __init__(self, in_channels: int = 3, n_classes: int = 2, base: int = 16, depth: int = 4):
         super().__init__()
-        if depth < 1 or base < 1: raise ValueError(f"AttentionUNet needs depth >= 1 and base >= 1, got depth={depth}, base={base}")
+        if depth < 1 or base < 1: raise UsageError(f"AttentionUNet needs depth >= 1 and base >= 1, got depth={depth}, base={base}")
         self.depth, self.n_classes, self.in_channels = depth, n_classes, in_channels
         ch = [base * 2**i for i in range(depth + 1)]                                 # e.g. 16, 32, 64, 128, 256
         self.inc = DoubleConv(in_channels, ch[0])
@@ -130,7 +130,7 @@ class MultiHeadSelfAttention(nn.Module):
     "Multi-head self-attention over tokens (B, N, dim); returns (output (B, N, dim), attention (B, heads, N, N))."
     def __init__(self, dim: int, heads: int = 4):
         super().__init__()
-        if dim % heads: raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if dim % heads: raise UsageError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -172,7 +172,7 @@ class TinyViT(nn.Module):
     def __init__(self, image_size: int = 64, patch: int = 8, dim: int = 64, depth: int = 4, heads: int = 4,
                  n_classes: int = 2, in_channels: int = 3, mlp_ratio: float = 2.0, dropout: float = 0.1):
         super().__init__()
-        if image_size % patch: raise ValueError(f"image_size ({image_size}) must be a multiple of patch ({patch})")
+        if image_size % patch: raise UsageError(f"image_size ({image_size}) must be a multiple of patch ({patch})")
         self.image_size, self.patch, self.grid = image_size, patch, (image_size // patch, image_size // patch)
         n = self.grid[0] * self.grid[1]
         self.embed = PatchEmbed(in_channels, dim, patch)
@@ -197,80 +197,35 @@ class TinyViT(nn.Module):
         return (logits, attns) if return_attn else logits
 
 # %% ../../nbs/40_attention.ipynb #3ddfcf10
+def attention_rollout(attn_maps: Sequence[torch.Tensor], head_fusion: str = "mean", residual: bool = True,
+                      discard_ratio: float = 0.0) -> torch.Tensor:
+    "Attention rollout: list of (B, heads, N, N) attention matrices (first layer first) → (B, N, N) token-to-token flow."
+    if not len(attn_maps): raise UsageError("attention_rollout needs at least one attention matrix")
+    if head_fusion not in ("mean", "max", "min"): raise UsageError(f"head_fusion={head_fusion!r}: use 'mean', 'max' or 'min'")
+    out = None
+    for a in attn_maps:
+        if a.ndim == 3: a = a[:, None]
+        if a.ndim != 4 or a.shape[-1] != a.shape[-2]: raise UsageError(f"expected (B, heads, N, N) attention, got {tuple(a.shape)}")
+        a = {"mean": a.mean, "max": a.amax, "min": a.amin}[head_fusion](1)              # (B, N, N)
+        if discard_ratio > 0:                                                          # drop the weakest links
+            flat = a.flatten(1); k = int(flat.shape[1] * discard_ratio)
+            flat = flat.scatter(1, flat.topk(k, dim=1, largest=False).indices, 0.0); a = flat.view_as(a)
+        if residual: a = a + torch.eye(a.shape[-1], device=a.device)
+        a = a / a.sum(-1, keepdim=True)                                               # rows sum to 1 again
+        out = a if out is None else a @ out                                           # later layers on the left
+    return out
+
+def rollout_map(attn_maps: Sequence[torch.Tensor], grid: tuple[int, int], image_size: tuple[int, int] | None = None,
+                **kw) -> torch.Tensor:
+    "Class-token row of the rollout over the patch tokens, as a (B, h, w) map (upsampled to `image_size` if given); token 0 is CLS."
+    m = attention_rollout(attn_maps, **kw)[:, 0, 1:].reshape(-1, 1, *grid)           # (B, 1, h, w)
+    if image_size is not None: m = F.interpolate(m, size=image_size, mode="bilinear", align_corners=False)
+    return m[:, 0]
+
 @torch.no_grad()
 def vit_rollout(model: TinyViT, x: torch.Tensor, discard_ratio: float = 0.0, upsample: bool = False) -> torch.Tensor:
     "Attention-rollout map of `model` on images x: (B, H/p, W/p), or (B, H, W) with `upsample=True`."
-    from gynlab.interpret import rollout_map
     was = model.training; model.eval()
-    _, attns = model(x, return_attn=True)
-    model.train(was)
+    try: _, attns = model(x, return_attn=True)
+    finally: model.train(was)
     return rollout_map(attns, model.grid, image_size=tuple(x.shape[-2:]) if upsample else None, discard_ratio=discard_ratio)
-
-# %% ../../nbs/40_attention.ipynb #4a6784fe
-def _n_params(m: nn.Module) -> int: return sum(p.numel() for p in m.parameters() if p.requires_grad)
-
-def make_classifier(name: str, in_channels: int, n_classes: int, image_size: int = 64) -> nn.Module:
-    "'cnn', 'cnn+se', 'cnn+cbam' (width 16, depth 4) or 'vit' (TinyViT patch 8, dim 64, depth 4, 4 heads)."
-    if name == "vit": return TinyViT(image_size, 8, 64, 4, 4, n_classes, in_channels)
-    att = {"cnn": None, "cnn+se": "se", "cnn+cbam": "cbam", "cnn+spatial": "spatial"}
-    if name not in att: raise ValueError(f"unknown classifier {name!r}: use one of {list(att) + ['vit']}")
-    return AttentionCNN(in_channels, n_classes, attention=att[name])
-
-def compare_classifiers(dataset: str = "phantom-cytology", models=("cnn", "cnn+se", "vit"), *, image_size: int = 64,
-                        epochs: int = 5, lr: float = 1e-3, batch_size: int = 32, n: int | None = 300,
-                        subset: int | None = None, seed: int = 0, device=None, data_root=None, progress: bool = False,
-                        return_models: bool = False):
-    "Train each model on the same data with the same budget; one row per model with validation metrics (and the nets, validation set)."
-    from gynlab.data import load, card
-    from gynlab.transforms import to_torch
-    from gynlab.train import fit, evaluate, seed_everything
-    c = card(dataset)
-    dd = load(dataset, root=data_root, image_size=image_size, **({} if c.real else {"n": n, "seed": seed}))
-    train, valid = dd["train"], dd["validation"]
-    if subset:
-        train = train.shuffle(seed=seed).select(range(min(subset, len(train))))
-        valid = valid.shuffle(seed=seed).select(range(min(subset, len(valid))))
-    channels = 3 if train[0]["image"].mode in ("RGB", "RGBA", "P") else 1
-    n_classes = train.features["label"].num_classes
-    tr = to_torch(train, image_size, channels, "label", cache=True)
-    va = to_torch(valid, image_size, channels, "label", cache=True)
-    rows, nets = [], {}
-    for name in models:
-        seed_everything(seed)
-        net = nets[name] = make_classifier(name, channels, n_classes, image_size)
-        t0 = time.perf_counter()
-        fit(net, tr, va, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device, progress=progress)
-        m = evaluate(net, va, device=device)
-        rows.append({"model": name, "params": _n_params(net), "accuracy": round(m["accuracy"], 3),
-                     "balanced_accuracy": round(m["balanced_accuracy"], 3), "train_s": round(time.perf_counter() - t0, 1),
-                     "n_train": len(train), "n_valid": len(valid), "epochs": epochs})
-    return (rows, nets, va) if return_models else rows
-
-# %% ../../nbs/40_attention.ipynb #162c48ab
-def compare_segmenters(dataset: str = "phantom-uterus-mri", models=("unet", "attention-unet"), *, image_size: int = 64,
-                       epochs: int = 5, lr: float = 1e-3, batch_size: int = 16, subset: int | None = 60, base: int = 8,
-                       depth: int = 3, seed: int = 0, device=None, data_root=None, target: str | None = None,
-                       progress: bool = False, return_models: bool = False):
-    "Train a `UNet` and an `AttentionUNet` alike (DiceCELoss, same budget); one row per model with validation Dice/IoU."
-    from gynlab.models.unet import UNet, load_segmentation_data, evaluate_segmenter
-    from gynlab.transforms import to_torch, _stats
-    from gynlab.train import fit, seed_everything
-    from gynlab.metrics import segmentation_metrics
-    train, valid, info = load_segmentation_data(dataset, image_size=image_size, target=target, subset=subset, seed=seed, data_root=data_root)
-    mean, std = ([float(v) for v in t.flatten()] for t in _stats(info["channels"]))
-    tr = to_torch(train, image_size, info["channels"], info["target"], mean=mean, std=std, cache=True)
-    va = to_torch(valid, image_size, info["channels"], info["target"], mean=mean, std=std, cache=True)
-    kinds = {"unet": UNet, "attention-unet": AttentionUNet}
-    rows, nets = [], {}
-    for name in models:
-        if name not in kinds: raise ValueError(f"unknown segmenter {name!r}: use 'unet' or 'attention-unet'")
-        seed_everything(seed)
-        net = kinds[name](info["channels"], info["n_classes"], base=base, depth=depth)
-        t0 = time.perf_counter()
-        fit(net, tr, va, epochs=epochs, lr=lr, batch_size=batch_size, loss=DiceCELoss(), seed=seed, device=device,
-            metrics=lambda o, t: segmentation_metrics(o, t, info["classes"]), monitor="dice", progress=progress)
-        summ, _ = evaluate_segmenter(net, valid, info, mean=mean, std=std, device=device)
-        rows.append({"model": name, "params": _n_params(net), "dice": round(summ["dice"], 3), "iou": round(summ["iou"], 3),
-                     "train_s": round(time.perf_counter() - t0, 1), "n_train": len(train), "n_valid": len(valid), "epochs": epochs})
-        nets[name] = net
-    return (rows, nets, (valid, info, mean, std)) if return_models else rows

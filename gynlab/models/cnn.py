@@ -4,13 +4,11 @@
 
 # %% ../../nbs/10_cnn.ipynb #fd389b55
 from __future__ import annotations
-import math
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 
 # %% auto #0
 __all__ = ['conv2d_naive', 'conv_out_size', 'ReceptiveField', 'receptive_field', 'empirical_receptive_field', 'conv_block',

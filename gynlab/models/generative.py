@@ -11,89 +11,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cnn import SmallCNN
-from ..train import fit, get_device, predict
-from ..transforms import Speckle, to_unit
+from ..core import UsageError, get_device
+from ..metrics import _image_batch
+from ..transforms import Speckle
 
 # %% auto #0
-__all__ = ['stack_images', 'psnr', 'ssim', 'add_speckle', 'ConvAutoencoder', 'train_autoencoder', 'reconstruct',
-           'reconstruction_error', 'Generator', 'Discriminator', 'train_gan', 'sample', 'two_sample_test', 'embed',
-           'mmd2', 'augmentation_trial']
-
-# %% ../../nbs/70_generative.ipynb #31796b81
-def stack_images(split, image_size: int = 64, channels: int = 1, column: str = "image") -> torch.Tensor:
-    "All images of a `datasets` split (or a list of images) as one float tensor (N, C, S, S) in [0, 1]."
-    imgs = split[column] if hasattr(split, "column_names") else list(split)
-    if len(imgs) == 0: raise ValueError("no images to stack (empty split)")
-    return torch.stack([to_unit(im, image_size, channels) for im in imgs])
-
-# %% ../../nbs/70_generative.ipynb #65fd8b9a
-def _rgb(t: torch.Tensor) -> np.ndarray:
-    "(C, H, W) tensor in [0, 1] → (H, W, 3) uint8 for plotly."
-    t = t.detach().float().cpu().clamp(0, 1)
-    if t.shape[0] == 1: t = t.expand(3, -1, -1)
-    return (t.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-
-def show_images(images, titles=None, cols: int = 8, size: int = 90, title: str = "") -> go.Figure:
-    "A small plotly grid of images (N, C, H, W) in [0, 1]."
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-    images = list(images); rows = (len(images) + cols - 1) // cols
-    fig = make_subplots(rows, cols, subplot_titles=titles, horizontal_spacing=0.01, vertical_spacing=0.06)
-    for i, im in enumerate(images): fig.add_trace(go.Image(z=_rgb(im)), i // cols + 1, i % cols + 1)
-    fig.update_xaxes(visible=False); fig.update_yaxes(visible=False)
-    fig.update_layout(width=cols * size + 40, height=rows * size + 60, margin=dict(l=5, r=5, t=40, b=5), title=title)
-    fig.update_annotations(font_size=10)
-    return fig
-
-# %% ../../nbs/70_generative.ipynb #b299889a
-def _batch(x, name: str = "x") -> torch.Tensor:
-    "A float tensor (B, C, H, W) from a (H, W), (C, H, W) or (B, C, H, W) tensor or array."
-    if isinstance(x, np.ndarray): x = torch.from_numpy(x)
-    if not torch.is_tensor(x): raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
-    if x.ndim not in (2, 3, 4): raise ValueError(f"{name} must be (H,W), (C,H,W) or (B,C,H,W), got shape {tuple(x.shape)}")
-    x = x.float()
-    while x.ndim < 4: x = x[None]
-    return x
-
-def _pair(x, y):
-    x, y = _batch(x, "x"), _batch(y, "y")
-    if x.shape != y.shape: raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    return x, y.to(x.device)
-
-# %% ../../nbs/70_generative.ipynb #14b9aece
-def psnr(x, y, data_range: float = 1.0, reduction: str = "mean") -> torch.Tensor:
-    "Peak signal-to-noise ratio in dB of each image in `x` against reference `y` (`reduction`: 'mean' or 'none')."
-    x, y = _pair(x, y)
-    mse = ((x - y) ** 2).flatten(1).mean(1)                  # (B,) one mean squared error per image
-    out = 10 * torch.log10(data_range ** 2 / mse)             # +inf for identical images
-    return _reduce(out, reduction)
-
-def _reduce(v: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean": return v.mean()
-    if reduction == "none": return v
-    raise ValueError(f"reduction={reduction!r}: use 'mean' or 'none'")
-
-# %% ../../nbs/70_generative.ipynb #5496807d
-def ssim(x, y, data_range: float = 1.0, win_size: int = 7, k1: float = 0.01, k2: float = 0.03,
-         reduction: str = "mean") -> torch.Tensor:
-    "Structural similarity (Wang et al. 2004) with a uniform `win_size` window, as `skimage.metrics.structural_similarity`."
-    x, y = _pair(x, y)
-    if win_size % 2 == 0 or win_size < 3: raise ValueError(f"win_size must be odd and >= 3, got {win_size}")
-    if min(x.shape[-2:]) < win_size: raise ValueError(f"images of size {tuple(x.shape[-2:])} are smaller than win_size={win_size}")
-    mean = lambda t: F.avg_pool2d(t, win_size, stride=1)      # local means over every full window ('valid')
-    ux, uy = mean(x), mean(y)
-    cov = win_size ** 2 / (win_size ** 2 - 1)                 # sample (not population) covariance, as skimage
-    vx, vy = cov * (mean(x * x) - ux * ux), cov * (mean(y * y) - uy * uy)
-    vxy = cov * (mean(x * y) - ux * uy)
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
-    return _reduce(s.flatten(1).mean(1), reduction)          # mean over channels and positions, per image
+__all__ = ['add_speckle', 'ConvAutoencoder', 'reconstruct', 'reconstruction_error', 'embed', 'Generator', 'Discriminator', 'GAN',
+           'sample']
 
 # %% ../../nbs/70_generative.ipynb #2d779d68
 def add_speckle(clean, strength=(0.3, 0.6), seed: int = 0) -> torch.Tensor:
     "Speckled copies of images `clean` (B,C,H,W) in [0,1]: multiplicative Rayleigh noise (`gynlab.transforms.Speckle`), one draw per image."
-    x = _batch(clean, "clean")
+    x = _image_batch(clean, "clean")
     sp = Speckle(strength=strength if isinstance(strength, tuple) else (strength, strength), prob=1.0, seed=seed)
     return torch.stack([sp(xi) for xi in x])
 
@@ -117,30 +46,32 @@ class ConvAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0,1] → same shape in [0,1]
         f = 2 ** self.depth
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-1] % f or x.shape[-2] % f:
-            raise ValueError(f"ConvAutoencoder expects (B, {self.in_channels}, H, W) with H and W multiples of {f}, got {tuple(x.shape)}")
+            raise UsageError(f"ConvAutoencoder expects (B, {self.in_channels}, H, W) with H and W multiples of {f}, got {tuple(x.shape)}")
         return self.decoder(self.encoder(x))
 
 # %% ../../nbs/70_generative.ipynb #ec62f13a
-def train_autoencoder(model: nn.Module, inputs, targets=None, *, epochs: int = 10, lr: float = 2e-3, batch_size: int = 32,
-                      device=None, seed: int = 0, progress: bool = False):
-    "Train `model` to map `inputs` to `targets` (default: to `inputs` itself) with MSE, using `gynlab.train.fit`; returns the History."
-    x = _batch(inputs, "inputs"); y = x if targets is None else _batch(targets, "targets")
-    if x.shape != y.shape: raise ValueError(f"inputs and targets must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    ds = torch.utils.data.TensorDataset(x, y)
-    return fit(model, ds, epochs=epochs, lr=lr, batch_size=batch_size, loss=nn.MSELoss(), metrics=None,
-               device=device, seed=seed, progress=progress)
-
 @torch.no_grad()
+def _batched(fn, model: nn.Module, x, device, batch_size: int) -> torch.Tensor:
+    "fn(model, batch) over `x` in batches, the model in eval mode on `device`; the result on the CPU."
+    dev, was = get_device(device), model.training
+    model.to(dev).eval()
+    try: return torch.cat([fn(model, b.to(dev)).float().cpu() for b in _image_batch(x).split(batch_size)])
+    finally: model.train(was)
+
 def reconstruct(model: nn.Module, x, device=None, batch_size: int = 64) -> torch.Tensor:
     "Model outputs for images `x`, on the CPU."
-    out = predict(model, _batch(x), device=device, batch_size=batch_size, activation=None)
-    return torch.from_numpy(out)
+    return _batched(lambda m, b: m(b), model, x, device, batch_size)
 
 def reconstruction_error(model: nn.Module, x, device=None, per_pixel: bool = False, batch_size: int = 64) -> torch.Tensor:
     "Anomaly score: mean squared reconstruction error of each image (B,), or the (B, H, W) error map with `per_pixel=True`."
-    x = _batch(x)
+    x = _image_batch(x)
     err = (reconstruct(model, x, device, batch_size) - x) ** 2
     return err.mean(1) if per_pixel else err.flatten(1).mean(1)
+
+def embed(model: nn.Module, x, device=None, batch_size: int = 128) -> torch.Tensor:
+    "Pooled features (N, F) of images `x` from a trained classifier with `forward_features` (e.g. `SmallCNN`), on the CPU."
+    if not hasattr(model, "forward_features"): raise TypeError(f"{type(model).__name__} has no forward_features method")
+    return _batched(lambda m, b: m.forward_features(b), model, x, device, batch_size)
 
 # %% ../../nbs/70_generative.ipynb #568386fa
 class Generator(nn.Module):
@@ -148,7 +79,7 @@ class Generator(nn.Module):
     def __init__(self, z_dim: int = 32, channels: int = 3, width: int = 32, image_size: int = 32, n_classes: int = 0):
         super().__init__()
         n_up = int(math.log2(image_size)) - 2
-        if image_size < 8 or 2 ** (n_up + 2) != image_size: raise ValueError(f"image_size must be a power of 2 >= 8, got {image_size}")
+        if image_size < 8 or 2 ** (n_up + 2) != image_size: raise UsageError(f"image_size must be a power of 2 >= 8, got {image_size}")
         c = width * 2 ** (n_up - 1)
         self.z_dim, self.n_classes, self.channels, self.image_size = z_dim, n_classes, channels, image_size
         self.project = nn.Sequential(nn.Linear(z_dim + n_classes, c * 16, bias=False), nn.BatchNorm1d(c * 16), nn.ReLU(True))
@@ -159,7 +90,7 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # z (B, z_dim), y (B,) → (B, C, S, S)
         if self.n_classes:
-            if y is None: raise ValueError("this generator is class-conditional: pass labels y")
+            if y is None: raise UsageError("this generator is class-conditional: pass labels y")
             z = torch.cat([z, F.one_hot(y.long(), self.n_classes).to(z)], 1)
         return self.net(self.project(z).view(len(z), -1, 4, 4))
 
@@ -168,7 +99,7 @@ class Discriminator(nn.Module):
     def __init__(self, channels: int = 3, width: int = 32, image_size: int = 32, n_classes: int = 0):
         super().__init__()
         n_down = int(math.log2(image_size)) - 2
-        if image_size < 8 or 2 ** (n_down + 2) != image_size: raise ValueError(f"image_size must be a power of 2 >= 8, got {image_size}")
+        if image_size < 8 or 2 ** (n_down + 2) != image_size: raise UsageError(f"image_size must be a power of 2 >= 8, got {image_size}")
         layers, c = [nn.Conv2d(channels + n_classes, width, 4, 2, 1), nn.LeakyReLU(0.2, True)], width
         for _ in range(n_down - 1):
             layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, True)]; c *= 2
@@ -177,54 +108,55 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, S, S) in [-1,1] → (B,) logits
         if self.n_classes:
-            if y is None: raise ValueError("this discriminator is class-conditional: pass labels y")
+            if y is None: raise UsageError("this discriminator is class-conditional: pass labels y")
             x = torch.cat([x, F.one_hot(y.long(), self.n_classes).to(x)[:, :, None, None].expand(-1, -1, *x.shape[-2:])], 1)
         return self.net(x).squeeze(1)
 
 # %% ../../nbs/70_generative.ipynb #62c044f6
+class GAN(nn.Module):
+    "Generator + discriminator trained in turns: `fit(GAN(G, D), TensorDataset(images[, labels]), lr=2e-4, ...)`; images in [0, 1]."
+    def __init__(self, G: Generator, D: Discriminator, init: bool = True):
+        super().__init__()
+        if G.n_classes != D.n_classes: raise UsageError(f"G has {G.n_classes} classes but D has {D.n_classes}")
+        self.G, self.D, self.bce = G, D, nn.BCEWithLogitsLoss()
+        if init: G.apply(_init_dcgan); D.apply(_init_dcgan)
+
+    def configure_optimizers(self, lr: float = 2e-4) -> dict:
+        "Adam with β₁ = 0.5 for each network (the DCGAN recipe)."
+        return {"d": torch.optim.Adam(self.D.parameters(), lr=lr, betas=(0.5, 0.999)),
+                "g": torch.optim.Adam(self.G.parameters(), lr=lr, betas=(0.5, 0.999))}
+
+    def train_step(self, t, batch) -> dict:
+        "One DCGAN step on a batch of real images (and labels); returns the losses and D's mean outputs."
+        real, y = _gan_batch(self.G, t.to_device(batch))
+        if len(real) < 2: return {}                                     # BatchNorm needs 2+ samples
+        fake = self.G(torch.randn(len(real), self.G.z_dim, device=real.device), y)
+        # 1) discriminator: real → 1, fake → 0 (fake detached: no generator update here)
+        lr_, lf_ = self.D(real, y), self.D(fake.detach(), y)
+        d_loss = self.bce(lr_, torch.ones_like(lr_)) + self.bce(lf_, torch.zeros_like(lf_))
+        t.opt["d"].zero_grad(set_to_none=True); d_loss.backward(); t.opt["d"].step()
+        # 2) generator: make D say 1 on the fakes (the non-saturating loss)
+        lg = self.D(fake, y)
+        g_loss = self.bce(lg, torch.ones_like(lg))
+        t.opt["g"].zero_grad(set_to_none=True); g_loss.backward(); t.opt["g"].step()
+        return {"d_loss": d_loss, "g_loss": g_loss, "d_real": lr_.sigmoid().mean(), "d_fake": lf_.sigmoid().mean()}
+
+    def forward(self, z, y=None): return self.G(z, y)
+
+# %% ../../nbs/70_generative.ipynb #gn000001
 def _init_dcgan(m):
     "DCGAN initialisation: conv weights N(0, 0.02), BatchNorm weights N(1, 0.02)."
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)): nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)): nn.init.normal_(m.weight, 1.0, 0.02); nn.init.zeros_(m.bias)
 
-def train_gan(G: Generator, D: Discriminator, images, labels=None, *, epochs: int = 30, batch_size: int = 64,
-              lr: float = 2e-4, device=None, seed: int = 0, progress: bool = False) -> dict:
-    "Train a DCGAN on `images` (B,C,S,S) in [0,1] (and `labels` for a conditional GAN); returns per-epoch losses and D outputs."
-    from tqdm.auto import tqdm
-    x = _batch(images, "images")
+def _gan_batch(G: Generator, batch):
+    "The images of a batch scaled to the generator's [-1, 1], and the labels (None for an unconditional GAN)."
+    x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
     if x.shape[1:] != (G.channels, G.image_size, G.image_size):
-        raise ValueError(f"images have shape {tuple(x.shape[1:])} but the generator makes {(G.channels, G.image_size, G.image_size)}")
-    if x.min() < 0 or x.max() > 1: raise ValueError("images must be in [0, 1]")
-    if bool(G.n_classes) != (labels is not None): raise ValueError("pass labels exactly when the GAN is class-conditional (n_classes > 0)")
-    y = torch.zeros(len(x), dtype=torch.long) if labels is None else torch.as_tensor(labels).long()
-    if len(y) != len(x): raise ValueError(f"{len(x)} images but {len(y)} labels")
-    dev = get_device(device); g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
-    G.apply(_init_dcgan); D.apply(_init_dcgan); G.to(dev).train(); D.to(dev).train()
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
-    bce = nn.BCEWithLogitsLoss()
-    hist = {k: [] for k in ("d_loss", "g_loss", "d_real", "d_fake")}
-    cond = lambda t: t if G.n_classes else None
-    for _ in tqdm(range(epochs), disable=not progress, desc="GAN"):
-        sums, n = dict.fromkeys(hist, 0.0), 0
-        for idx in torch.randperm(len(x), generator=g).split(batch_size):
-            if len(idx) < 2: continue                                     # BatchNorm needs 2+ samples
-            real, yb = (x[idx] * 2 - 1).to(dev), y[idx].to(dev)           # scale to the generator's [-1, 1]
-            z = torch.randn(len(idx), G.z_dim, generator=g).to(dev)
-            fake = G(z, cond(yb))
-            # 1) discriminator: real → 1, fake → 0 (fake detached: no generator update here)
-            lr_, lf_ = D(real, cond(yb)), D(fake.detach(), cond(yb))
-            d_loss = bce(lr_, torch.ones_like(lr_)) + bce(lf_, torch.zeros_like(lf_))
-            opt_d.zero_grad(); d_loss.backward(); opt_d.step()
-            # 2) generator: make D say 1 on fakes (the non-saturating loss)
-            lg = D(fake, cond(yb))
-            g_loss = bce(lg, torch.ones_like(lg))
-            opt_g.zero_grad(); g_loss.backward(); opt_g.step()
-            for k, v in zip(hist, (d_loss.detach(), g_loss.detach(), lr_.detach().sigmoid().mean(), lf_.detach().sigmoid().mean())): sums[k] += v.item() * len(idx)
-            n += len(idx)
-        for k in hist: hist[k].append(sums[k] / max(n, 1))
-    G.eval(); D.eval()
-    return hist
+        raise UsageError(f"images have shape {tuple(x.shape[1:])} but the generator makes {(G.channels, G.image_size, G.image_size)}")
+    if x.min() < 0 or x.max() > 1: raise UsageError("images must be in [0, 1]")
+    if bool(G.n_classes) != (y is not None): raise UsageError("pass labels exactly when the GAN is class-conditional (n_classes > 0)")
+    return x * 2 - 1, None if y is None else y.long()
 
 @torch.no_grad()
 def sample(G: Generator, n: int, labels=None, seed: int = 0, device=None) -> torch.Tensor:
@@ -233,84 +165,7 @@ def sample(G: Generator, n: int, labels=None, seed: int = 0, device=None) -> tor
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
     y = None
     if G.n_classes:
-        if labels is None: raise ValueError("this generator is class-conditional: pass labels")
+        if labels is None: raise UsageError("this generator is class-conditional: pass labels")
         y = torch.as_tensor(labels).long().expand(n).to(dev) if np.ndim(labels) == 0 else torch.as_tensor(labels).long().to(dev)
-        if len(y) != n: raise ValueError(f"{len(y)} labels for n={n} images")
+        if len(y) != n: raise UsageError(f"{len(y)} labels for n={n} images")
     return ((G(z, y) + 1) / 2).clamp(0, 1).cpu()
-
-# %% ../../nbs/70_generative.ipynb #57aab2f0
-def two_sample_test(real, fake, *, epochs: int = 15, test_fraction: float = 0.5, width: int = 8, seed: int = 0,
-                    device=None, batch_size: int = 32) -> float:
-    "Classifier two-sample test: held-out accuracy of a small CNN trained to tell `real` from `fake` (0.5: indistinguishable, 1: trivially told apart)."
-    a, b = _batch(real, "real"), _batch(fake, "fake")
-    if a.shape[1:] != b.shape[1:]: raise ValueError(f"real and fake images differ in shape: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-    n = min(len(a), len(b))
-    if n < 8: raise ValueError(f"need at least 8 images of each kind, got {len(a)} real and {len(b)} fake")
-    g = torch.Generator().manual_seed(seed)
-    a, b = a[torch.randperm(len(a), generator=g)[:n]], b[torch.randperm(len(b), generator=g)[:n]]   # balanced: chance = 0.5
-    k = max(1, int(round(n * test_fraction)))
-    train = torch.utils.data.TensorDataset(torch.cat([a[k:], b[k:]]), torch.cat([torch.ones(n - k), torch.zeros(n - k)]).long())
-    xt, yt = torch.cat([a[:k], b[:k]]), np.r_[np.ones(k), np.zeros(k)]
-    torch.manual_seed(seed)
-    clf = SmallCNN(a.shape[1], 2, width=width, depth=3, dropout=0.0)
-    fit(clf, train, epochs=epochs, lr=3e-3, batch_size=batch_size, metrics=None, device=device, seed=seed, progress=False)
-    return float((predict(clf, xt, device=device).argmax(1) == yt).mean())
-
-# %% ../../nbs/70_generative.ipynb #2af66538
-@torch.no_grad()
-def embed(model: nn.Module, x, device=None, batch_size: int = 128) -> torch.Tensor:
-    "Pooled features (N, F) of images `x` from a trained classifier with `forward_features` (e.g. `SmallCNN`), on the CPU."
-    if not hasattr(model, "forward_features"): raise TypeError(f"{type(model).__name__} has no forward_features method")
-    dev = get_device(device); was = model.training; model.to(dev).eval()
-    try: return torch.cat([model.forward_features(b.to(dev)).float().cpu() for b in _batch(x).split(batch_size)])
-    finally: model.train(was)
-
-def mmd2(fx, fy, bandwidth: float | None = None) -> float:
-    "Unbiased squared maximum mean discrepancy between feature sets `fx` (n, F) and `fy` (m, F), Gaussian kernel (median-heuristic bandwidth)."
-    fx, fy = torch.as_tensor(fx).double(), torch.as_tensor(fy).double()
-    if fx.ndim != 2 or fy.ndim != 2 or fx.shape[1] != fy.shape[1]:
-        raise ValueError(f"features must be (n, F) and (m, F) with the same F, got {tuple(fx.shape)} and {tuple(fy.shape)}")
-    n, m = len(fx), len(fy)
-    if n < 2 or m < 2: raise ValueError("need at least 2 samples in each set")
-    d2 = torch.cdist(torch.cat([fx, fy]), torch.cat([fx, fy])) ** 2
-    if bandwidth is None: bandwidth = float(d2[d2 > 0].median().sqrt()) if (d2 > 0).any() else 1.0
-    k = torch.exp(-d2 / (2 * bandwidth ** 2))
-    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
-    return float((kxx.sum() - kxx.diag().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1)) - 2 * kxy.mean())
-
-# %% ../../nbs/70_generative.ipynb #9edf3f1f
-def _per_class(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    "Indices of `n` random samples of each class in `y` (error if a class has fewer)."
-    rng = np.random.default_rng(seed); out = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        if len(idx) < n: raise ValueError(f"class {c} has only {len(idx)} training images, fewer than n_per_class={n}")
-        out.append(rng.choice(idx, n, replace=False))
-    return np.concatenate(out)
-
-def augmentation_trial(x, y, x_test, y_test, *, n_per_class: int = 20, n_synth_per_class: int = 100, gan_epochs: int = 60,
-                       clf_epochs: int = 8, width: int = 16, seed: int = 0, device=None) -> dict:
-    """Does GAN data help a classifier trained on little data? Train a class-conditional DCGAN on `n_per_class` real images
-    per class, then two SmallCNNs with the same number of updates: real only vs real + synthetic; balanced accuracy on the real test set."""
-    from sklearn.metrics import balanced_accuracy_score
-    x, x_test = _batch(x, "x"), _batch(x_test, "x_test")
-    y, y_test = np.asarray(y), np.asarray(y_test)
-    if len(y) != len(x) or len(y_test) != len(x_test): raise ValueError("x/y and x_test/y_test must have the same lengths")
-    K = int(max(y.max(), y_test.max())) + 1
-    idx = _per_class(y, n_per_class, seed)
-    xr, yr = x[idx], torch.as_tensor(y[idx]).long()
-    G = Generator(32, x.shape[1], width, x.shape[-1], n_classes=K); D = Discriminator(x.shape[1], width, x.shape[-1], n_classes=K)
-    train_gan(G, D, xr, yr, epochs=gan_epochs, batch_size=32, device=device, seed=seed)
-    ys = torch.arange(K).repeat_interleave(n_synth_per_class)
-    xs = sample(G, len(ys), ys, seed=seed + 1, device=device)
-    reps = int(math.ceil((len(xr) + len(xs)) / len(xr)))     # real-only set repeated: same number of updates per epoch
-    sets = {"real": (xr.repeat(reps, 1, 1, 1), yr.repeat(reps)), "real+synthetic": (torch.cat([xr, xs]), torch.cat([yr, ys]))}
-    acc = {}
-    for name, (xa, ya) in sets.items():
-        torch.manual_seed(seed)
-        clf = SmallCNN(x.shape[1], K, width=width, depth=3)
-        fit(clf, torch.utils.data.TensorDataset(xa, ya), epochs=clf_epochs, lr=1e-3, batch_size=32, metrics=None,
-            device=device, seed=seed, progress=False)
-        acc[name] = float(balanced_accuracy_score(y_test, predict(clf, x_test, device=device).argmax(1)))
-    return dict(n_per_class=n_per_class, n_synth_per_class=n_synth_per_class, seed=seed, acc_real=acc["real"],
-                acc_aug=acc["real+synthetic"], gain=acc["real+synthetic"] - acc["real"])

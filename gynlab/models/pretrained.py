@@ -4,14 +4,13 @@
 
 # %% ../../nbs/20_transfer.ipynb #4f2bbc9b
 from __future__ import annotations
-import math
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..core import GynlabError, UsageError
 from .cnn import SmallCNN
 
 # %% auto #0
@@ -20,7 +19,7 @@ __all__ = ['WeightsUnavailable', 'EfficientNetLite0', 'available', 'normalizatio
            'extract_features', 'linear_probe']
 
 # %% ../../nbs/20_transfer.ipynb #7d904aa9
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(GynlabError, RuntimeError):
     "Pretrained weights cannot be loaded (package or file missing)."
 
 def _lite0_weights_path() -> Path:
@@ -94,7 +93,7 @@ def available() -> list[str]:
     return sorted(_MODELS)
 
 def _spec(name: str) -> dict:
-    if name not in _MODELS: raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}")
+    if name not in _MODELS: raise UsageError(f"unknown model {name!r}; available: {', '.join(available())}")
     return _MODELS[name]
 
 def normalization(name: str, channels: int = 3) -> tuple:
@@ -140,6 +139,7 @@ def unfreeze(model: nn.Module) -> nn.Module:
     "Make every layer group trainable again."
     return freeze(model, until=0)
 
+# %% ../../nbs/20_transfer.ipynb #tr000002
 def gradual_unfreeze(model: nn.Module, epoch: int, every: int = 1) -> int:
     "At `epoch` (0-based) train the top `1 + epoch // every` groups, the rest frozen; returns how many are trainable."
     n = len(layer_groups(model))
@@ -148,13 +148,13 @@ def gradual_unfreeze(model: nn.Module, epoch: int, every: int = 1) -> int:
     return k
 
 class GradualUnfreezing:
-    "`fit(..., on_epoch_end=GradualUnfreezing(model))`: head only in epoch 1, one more group from the top each `every` epochs."
-    def __init__(self, model: nn.Module, every: int = 1):
-        self.every = every
-        gradual_unfreeze(model, 0, every)
-    def __call__(self, history, model) -> bool:
-        gradual_unfreeze(model, len(history), self.every)   # len(history) epochs are done
-        return False                                         # never asks fit to stop
+    "`fit(..., callbacks=[GradualUnfreezing()])`: head only in epoch 1, one more group from the top every `every` epochs."
+    order = 40                                                     # after a resumed checkpoint has set t.start_epoch
+    def __init__(self, every: int = 1):
+        if int(every) < 1: raise UsageError(f"every={every!r}: unfreeze every 1 or more epochs")
+        self.every = int(every)
+    def before_fit(self, t): gradual_unfreeze(t.model, t.start_epoch, self.every)
+    def after_epoch(self, t): gradual_unfreeze(t.model, t.epoch, self.every)   # t.epoch epochs are done
 
 def param_groups(model: nn.Module, lrs, weight_decay: float | None = None) -> list[dict]:
     "Optimizer parameter groups, one per layer group: `lrs` a float, one lr per group, or `(lo, hi)` spaced geometrically."
@@ -163,7 +163,7 @@ def param_groups(model: nn.Module, lrs, weight_decay: float | None = None) -> li
     if isinstance(lrs, (int, float)): lr_list = [float(lrs)] * n
     elif len(lrs) == n: lr_list = [float(l) for l in lrs]
     elif len(lrs) == 2: lr_list = [float(lrs[0]) * (float(lrs[1]) / float(lrs[0])) ** (i / max(n - 1, 1)) for i in range(n)]
-    else: raise ValueError(f"lrs must be a float, a (lo, hi) pair or {n} values (one per layer group), got {len(lrs)}")
+    else: raise UsageError(f"lrs must be a float, a (lo, hi) pair or {n} values (one per layer group), got {len(lrs)}")
     out, seen = [], set()
     for g, lr in zip(groups, lr_list):
         ps = [p for m in g for p in m.parameters() if id(p) not in seen]

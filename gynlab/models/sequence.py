@@ -5,30 +5,15 @@
 # %% ../../nbs/71_sequence.ipynb #dcee4563
 from __future__ import annotations
 import math
-import numpy as np
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ..core import UsageError
 from .cnn import conv_block, SmallCNN
-from ..train import get_device
 
 # %% auto #0
-__all__ = ['cine_tensors', 'GRUCellScratch', 'LSTMCellScratch', 'FrameEncoder', 'FrameCNN', 'FrameDiffCNN', 'CineRNN',
-           'train_clip_model', 'clip_accuracy']
-
-# %% ../../nbs/71_sequence.ipynb #4dd04a6d
-def cine_tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
-    "A phantom-cine split (frames column (T,S,S) uint8) → (x (N,T,1,S,S) float in [0,1], y (N,) long)."
-    if "frames" not in split.column_names: raise KeyError(f"no 'frames' column in this split (columns: {split.column_names})")
-    x = torch.as_tensor(np.asarray(split["frames"]), dtype=torch.float32)[:, :, None] / 255.0
-    return x, torch.as_tensor(split["label"], dtype=torch.long)
-
-def _check_clip(x: torch.Tensor) -> torch.Tensor:
-    if x.ndim == 4: x = x[:, :, None]                                 # (B,T,H,W) → (B,T,1,H,W)
-    if x.ndim != 5: raise ValueError(f"expected a batch of clips (B,T,C,H,W) or (B,T,H,W), got shape {tuple(x.shape)}")
-    if x.shape[1] < 2: raise ValueError(f"a clip needs at least 2 frames to show motion, got T={x.shape[1]}")
-    return x
+__all__ = ['GRUCellScratch', 'LSTMCellScratch', 'FrameEncoder', 'FrameCNN', 'FrameDiffCNN', 'CineRNN']
 
 # %% ../../nbs/71_sequence.ipynb #ee19cf4d
 class GRUCellScratch(nn.Module):
@@ -44,7 +29,7 @@ class GRUCellScratch(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.input_size:
-            raise ValueError(f"GRUCellScratch expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
+            raise UsageError(f"GRUCellScratch expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
         if h is None: h = x.new_zeros(x.shape[0], self.hidden_size)
         gi = x @ self.weight_ih.T + self.bias_ih                      # (B, 3H): input part of r, z, n
         gh = h @ self.weight_hh.T + self.bias_hh                      # (B, 3H): hidden part
@@ -53,6 +38,7 @@ class GRUCellScratch(nn.Module):
         n = torch.tanh(i_n + r * h_n)
         return (1 - z) * n + z * h
 
+# %% ../../nbs/71_sequence.ipynb #sq000002
 class LSTMCellScratch(nn.Module):
     "An LSTM cell written out (layout of `nn.LSTMCell`, gates i, f, g, o): forward(x, (h, c)) → (h', c')."
     def __init__(self, input_size: int, hidden_size: int):
@@ -66,7 +52,7 @@ class LSTMCellScratch(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         if x.ndim != 2 or x.shape[1] != self.input_size:
-            raise ValueError(f"LSTMCellScratch expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
+            raise UsageError(f"LSTMCellScratch expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
         if state is None: state = (x.new_zeros(x.shape[0], self.hidden_size),) * 2
         h, c = state
         i, f, g, o = (x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh).chunk(4, 1)
@@ -74,6 +60,12 @@ class LSTMCellScratch(nn.Module):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 # %% ../../nbs/71_sequence.ipynb #c91c2ce8
+def _check_clip(x: torch.Tensor) -> torch.Tensor:
+    if x.ndim == 4: x = x[:, :, None]                                 # (B,T,H,W) → (B,T,1,H,W)
+    if x.ndim != 5: raise UsageError(f"expected a batch of clips (B,T,C,H,W) or (B,T,H,W), got shape {tuple(x.shape)}")
+    if x.shape[1] < 2: raise UsageError(f"a clip needs at least 2 frames to show motion, got T={x.shape[1]}")
+    return x
+
 class FrameEncoder(nn.Module):
     "Small CNN: one frame (B,C,H,W) → a feature vector (B, n_features)."
     def __init__(self, in_channels: int = 1, width: int = 8, depth: int = 3):
@@ -94,6 +86,7 @@ class FrameCNN(nn.Module):
         x = _check_clip(x); B, T = x.shape[:2]
         return self.head(self.enc(x.flatten(0, 1))).view(B, T, -1).mean(1)
 
+# %% ../../nbs/71_sequence.ipynb #sq000004
 class FrameDiffCNN(nn.Module):
     "Motion baseline: mean |frame_t − frame_(t−1)| over the clip, one image, into a SmallCNN."
     def __init__(self, in_channels: int = 1, n_classes: int = 2, width: int = 8):
@@ -104,12 +97,13 @@ class FrameDiffCNN(nn.Module):
         x = _check_clip(x)
         return self.cnn(x.diff(dim=1).abs().mean(1))                   # (B,C,H,W) motion-energy image
 
+# %% ../../nbs/71_sequence.ipynb #sq000003
 class CineRNN(nn.Module):
     "CNN-RNN: FrameEncoder on every time step → GRU/LSTM → last hidden state → linear head."
     def __init__(self, in_channels: int = 1, n_classes: int = 2, width: int = 8, hidden: int = 16, cell: str = "gru",
                  motion_input: bool = True):
         super().__init__()
-        if cell not in ("gru", "lstm", "scratch_gru"): raise ValueError(f"cell={cell!r}: use 'gru', 'lstm' or 'scratch_gru'")
+        if cell not in ("gru", "lstm", "scratch_gru"): raise UsageError(f"cell={cell!r}: use 'gru', 'lstm' or 'scratch_gru'")
         self.cell, self.motion_input = cell, motion_input
         self.enc = FrameEncoder(in_channels * (2 if motion_input else 1), width)
         F_ = self.enc.n_features
@@ -128,22 +122,3 @@ class CineRNN(nn.Module):
         else:
             _, h = self.rnn(f); h = (h[0] if self.cell == "lstm" else h)[-1]
         return self.head(h)
-
-# %% ../../nbs/71_sequence.ipynb #527466a4
-def train_clip_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_valid=None, y_valid=None, *, epochs: int = 10,
-                     lr: float = 3e-3, batch_size: int = 16, seed: int = 0, device=None):
-    "Train a clip classifier with `gynlab.train.fit` on tensors (x (N,T,C,H,W), y); returns the History."
-    from torch.utils.data import TensorDataset
-    from gynlab.train import fit
-    _check_clip(x)
-    valid = TensorDataset(x_valid, y_valid) if x_valid is not None else None
-    return fit(model, TensorDataset(x, y), valid, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-               device=device, progress=False)
-
-@torch.no_grad()
-def clip_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device=None) -> float:
-    "Accuracy of `model` on clips x (N,T,C,H,W)."
-    from sklearn.metrics import accuracy_score
-    from gynlab.train import predict
-    from torch.utils.data import TensorDataset
-    return float(accuracy_score(y.numpy(), predict(model, TensorDataset(x), device=device).argmax(1)))

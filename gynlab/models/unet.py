@@ -4,21 +4,14 @@
 
 # %% ../../nbs/30_segmentation.ipynb #c72e86d5
 from __future__ import annotations
-import json
-import os
-import time
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import get_device
+from ..core import UsageError
 
 # %% auto #0
-__all__ = ['DoubleConv', 'Down', 'Up', 'UNet', 'SoftDiceLoss', 'DiceCELoss', 'load_segmentation_data', 'predict_split',
-           'evaluate_segmenter', 'train_segmenter', 'load_segmenter', 'segment_image', 'predict_masks']
+__all__ = ['DoubleConv', 'Down', 'Up', 'UNet', 'SoftDiceLoss', 'DiceCELoss']
 
 # %% ../../nbs/30_segmentation.ipynb #6418982b
 class DoubleConv(nn.Sequential):
@@ -51,7 +44,7 @@ class UNet(nn.Module):
     MICCAI 2015), with padded convolutions and batch norm. Logits (B, n_classes, H, W) for any H, W."""
     def __init__(self, in_channels: int = 3, n_classes: int = 2, base: int = 16, depth: int = 4):
         super().__init__()
-        if depth < 1 or base < 1: raise ValueError(f"UNet needs depth >= 1 and base >= 1, got depth={depth}, base={base}")
+        if depth < 1 or base < 1: raise UsageError(f"UNet needs depth >= 1 and base >= 1, got depth={depth}, base={base}")
         self.depth, self.n_classes, self.in_channels = depth, n_classes, in_channels
         ch = [base * 2**i for i in range(depth + 1)]                   # e.g. 16, 32, 64, 128, 256
         self.inc = DoubleConv(in_channels, ch[0])
@@ -98,186 +91,3 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits, target):
         return self.ce_weight * self.ce(logits, target.long()) + self.dice_weight * self.dice(logits, target)
-
-# %% ../../nbs/30_segmentation.ipynb #5323fb86
-_MASK_CLASSES = {
-    ("mmotu", "lesion_mask"): ["background", "lesion"],
-    ("mmotu", "mask"): ["background", "Chocolate_Cyst", "Serous_Cystadenoma", "Teratoma", "Theca_Cell_Tumor", "Simple_Cyst",
-                        "Ovary_Normal", "Mucinous_Cystadenoma", "High-grade_Serous_Cystadenoma"],
-    ("hc18", "mask"): ["background", "fetal head"],
-    ("isbi2014", "mask"): ["background", "nucleus"],
-    ("phantom-uterus-mri", "mask"): ["background", "myometrium", "endometrium", "fibroid"],
-    ("phantom-pelvic-us", "mask"): None, ("phantom-cytology", "mask"): None,
-}
-_DEFAULT_TARGET = {"mmotu": "lesion_mask"}
-
-def _splits(dd, seed: int):
-    "(train, validation) splits of a DatasetDict; one split only (ISBI 2014) is divided 80/20 by group."
-    from gynlab.data import grouped_split
-    vname = next((s for s in ("validation", "valid", "val", "test") if s in dd), None)
-    if "train" in dd and vname: return dd["train"], dd[vname]
-    first = dd[list(dd)[0]]
-    idx = grouped_split(first["group"], {"train": 0.8, "validation": 0.2}, seed)
-    return first.select(idx["train"]), first.select(idx["validation"])
-
-def _class_names(dataset, target, train) -> list[str]:
-    names = _MASK_CLASSES.get((dataset, target))
-    if names: return names
-    k = max(int(np.asarray(m).max()) for m in train[target][:200]) + 1
-    return ["background"] + [f"class {i}" for i in range(1, max(k, 2))]
-
-# %% ../../nbs/30_segmentation.ipynb #437d2fc4
-def load_segmentation_data(dataset: str, *, image_size: int = 64, target: str | None = None, subset: int | None = None,
-                           seed: int = 0, data_root=None):
-    "(train split, validation split, info dict) for segmenting `dataset`; `subset` caps each split."
-    from gynlab.data import load, card
-    c = card(dataset)
-    if not any(t.startswith("segment") for t in c.tasks): raise ValueError(f"{dataset} has no segmentation task (tasks: {', '.join(c.tasks)})")
-    kw = {"image_size": image_size}
-    if not c.real: kw.update(seed=seed, **({"n": max(2 * subset, 16)} if subset else {}))
-    dd = load(dataset, root=data_root, **kw)
-    train, valid = _splits(dd, seed)
-    target = target or _DEFAULT_TARGET.get(dataset, "mask")
-    if target not in train.column_names: raise ValueError(f"{dataset} has no mask column {target!r} (columns: {train.column_names})")
-    if subset:
-        train = train.shuffle(seed=seed).select(range(min(subset, len(train))))
-        valid = valid.shuffle(seed=seed).select(range(min(subset, len(valid))))
-    channels = 3 if train[0]["image"].mode in ("RGB", "RGBA", "P") else 1
-    classes = _class_names(dataset, target, train)
-    return train, valid, {"dataset": dataset, "target": target, "channels": channels, "classes": classes,
-                          "n_classes": len(classes), "image_size": image_size}
-
-# %% ../../nbs/30_segmentation.ipynb #fd0cbf1a
-@torch.no_grad()
-def predict_split(net: nn.Module, split, info: dict, *, mean=None, std=None, device=None, batch_size: int = 32):
-    "(images (N,C,H,W) in [0,1], predicted masks (N,H,W), true masks (N,H,W)) of a segmentation split."
-    from gynlab.transforms import to_torch, denormalize
-    ds = to_torch(split, info["image_size"], info["channels"], info["target"], mean=mean, std=std)
-    dev = get_device(device); net = net.to(dev).eval()
-    xs, ps, ys = [], [], []
-    for i in range(0, len(ds), batch_size):
-        x, y = zip(*(ds[j] for j in range(i, min(i + batch_size, len(ds)))))
-        x = torch.stack(x)
-        ps.append(net(x.to(dev)).argmax(1).cpu()); xs.append(denormalize(x, mean, std).clamp(0, 1)); ys.append(torch.stack(y))
-    return torch.cat(xs), torch.cat(ps), torch.cat(ys)
-
-def evaluate_segmenter(net: nn.Module, split, info: dict, *, mean=None, std=None, device=None) -> tuple[dict, list[dict]]:
-    "(summary, per-case rows): Dice, IoU, HD95 (px, and mm when the split has pixel_size_mm), HC error for HC18."
-    from gynlab.metrics import per_class_scores, head_circumference
-    _, pred, truth = predict_split(net, split, info, mean=mean, std=std, device=device)
-    cols = split.column_names
-    rows = []
-    for i in range(len(pred)):
-        s = per_class_scores(pred[i], truth[i], info["n_classes"], spacing=1.0)
-        r = {"index": i, "file": split[i]["file"] if "file" in cols else str(i), "dice": float(np.mean(s["dice"])),
-             "iou": float(np.mean(s["iou"])), "hd95_px": float(np.mean(s["hd95"]))}
-        if "pixel_size_mm" in cols:
-            px = float(split[i]["pixel_size_mm"]); r["hd95_mm"] = r["hd95_px"] * px
-            if "head_circumference_mm" in cols:
-                r.update(hc_true_mm=float(split[i]["head_circumference_mm"]),
-                         hc_pred_mm=head_circumference(pred[i].numpy() == 1, px),
-                         hc_from_truth_mask_mm=head_circumference(truth[i].numpy() == 1, px))
-        rows.append(r)
-    hd = np.array([r["hd95_px"] for r in rows])
-    summ = {"n": len(rows), "dice": float(np.mean([r["dice"] for r in rows])), "iou": float(np.mean([r["iou"] for r in rows])),
-            "hd95_px_median": float(np.median(hd)), "hd95_px_mean_finite": float(np.mean(hd[np.isfinite(hd)])) if np.isfinite(hd).any() else float("nan"),
-            "hd95_infinite": int((~np.isfinite(hd)).sum())}
-    if rows and "hc_pred_mm" in rows[0]:
-        err = np.array([r["hc_pred_mm"] - r["hc_true_mm"] for r in rows]); floor = np.array([r["hc_from_truth_mask_mm"] - r["hc_true_mm"] for r in rows])
-        summ.update(hc_mae_mm=float(np.nanmean(np.abs(err))), hc_failed=int(np.isnan(err).sum()),
-                    hc_mae_mm_truth_mask=float(np.mean(np.abs(floor))), hc_bias_mm_truth_mask=float(np.mean(floor)))
-    return summ, rows
-
-# %% ../../nbs/30_segmentation.ipynb #e02d5a47
-def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=None, batch_size: int = 16,
-                    lr: float = 1e-3, seed: int = 0, device=None, subset: int | None = None, target: str | None = None,
-                    model: str = "unet", base: int = 16, depth: int = 4, data_root=None, progress: bool = True,
-                    return_model: bool = False):
-    """Train a `UNet` with `DiceCELoss` on `dataset`; score the validation split; if `out` is given write
-    out/model.safetensors, config.json (task 'segment') and metrics.json. Returns the metrics dict
-    (and the model and validation rows with `return_model=True`)."""
-    from gynlab.train import fit, save_weights, seed_everything, _write_json, _versions
-    from gynlab.transforms import to_torch, _stats
-    from gynlab.metrics import segmentation_metrics
-    if model != "unet": raise ValueError(f"unknown segmentation model {model!r}: only 'unet' is available")
-    t0 = time.process_time(); w0 = time.perf_counter()
-    train, valid, info = load_segmentation_data(dataset, image_size=image_size, target=target, subset=subset, seed=seed, data_root=data_root)
-    mean, std = ([round(float(v), 6) for v in t.flatten()] for t in _stats(info["channels"]))
-    tr = to_torch(train, image_size, info["channels"], info["target"], mean=mean, std=std, cache=True)
-    va = to_torch(valid, image_size, info["channels"], info["target"], mean=mean, std=std, cache=True)
-    seed_everything(seed)
-    net = UNet(info["channels"], info["n_classes"], base=base, depth=depth)
-    names = info["classes"]
-    hist = fit(net, tr, va, epochs=epochs, lr=lr, batch_size=batch_size, loss=DiceCELoss(),
-               metrics=lambda o, t: segmentation_metrics(o, t, names), monitor="dice", seed=seed, device=device, progress=progress)
-    summary, rows = evaluate_segmenter(net, valid, info, mean=mean, std=std, device=device)
-    metrics = {**summary, "history": hist.records, "n_train": len(train), "n_valid": len(valid),
-               "cpu_s": round(time.process_time() - t0, 1), "wall_s": round(time.perf_counter() - w0, 1)}
-    if out is not None:
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        cfg = {"task": "segment", "model": model, "base": base, "depth": depth, **info, "mean": mean, "std": std,
-               "letterbox": True, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "subset": subset,
-               "versions": _versions()}
-        save_weights(net, out / "model.safetensors", model_name=model, classes=names)
-        _write_json(out / "config.json", cfg)
-        _write_json(out / "metrics.json", metrics)
-    return (metrics, net, rows) if return_model else metrics
-
-# %% ../../nbs/30_segmentation.ipynb #e50d2e32
-def load_segmenter(run_dir, device=None) -> tuple[nn.Module, dict]:
-    "(UNet in eval mode on `device`, config) from a run folder written by `train_segmenter`."
-    from gynlab.train import load_checkpoint, RunError
-    run = Path(run_dir)
-    for f in ("config.json", "model.safetensors"):
-        if not (run / f).is_file(): raise RunError(f"{run} is not a complete segmentation run: {f} is missing")
-    cfg = json.loads((run / "config.json").read_text())
-    if cfg.get("task") != "segment": raise RunError(f"{run} is not a segmentation run (task {cfg.get('task')!r})")
-    net = UNet(cfg["channels"], cfg["n_classes"], base=cfg.get("base", 16), depth=cfg.get("depth", 4))
-    load_checkpoint(run / "model.safetensors", net)
-    return net.to(get_device(device)).eval(), cfg
-
-def _letterbox(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    "Scale a (C, H, W) image so its longer side is `size`, pad bottom/right with 0 to size x size (as `gynlab.data` does)."
-    H, W = x.shape[-2:]; s = size / max(H, W)
-    h, w = max(1, round(H * s)), max(1, round(W * s))
-    x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
-    return F.pad(x, (0, size - w, 0, size - h)), (h, w)
-
-@torch.no_grad()
-def segment_image(net: nn.Module, im, cfg: dict, device=None) -> np.ndarray:
-    "Integer class mask (H, W) of one image (PIL of any mode, array, path), the same size as the image."
-    from gynlab.transforms import to_unit, normalize
-    x = to_unit(im, None, cfg["channels"])                              # (C, H, W) in [0, 1], any input mode
-    H, W = x.shape[-2:]
-    if cfg.get("letterbox", True): x, (h, w) = _letterbox(x, cfg["image_size"])
-    else: x, (h, w) = F.interpolate(x[None], size=(cfg["image_size"],) * 2, mode="bilinear", align_corners=False)[0], (cfg["image_size"],) * 2
-    x = normalize(x, cfg["mean"], cfg["std"])[None]
-    dev = next(net.parameters(), torch.zeros(0)).device if device is None else get_device(device)
-    logits = net(x.to(dev)).float()[..., :h, :w]                       # drop the padding
-    logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-    return logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
-
-def predict_masks(run_dir, input_folder, out_dir, skip_bad: bool = False, device=None, recursive: bool = False) -> list[Path]:
-    "Write one PNG mask per image of `input_folder` into `out_dir` (same size as the image); return the written paths."
-    from PIL import Image
-    from gynlab.train import list_images, BadImageError
-    net, cfg = load_segmenter(run_dir, device)
-    files, ok = list_images(input_folder, recursive), []
-    for f in files:                                                     # read everything first: fail before writing
-        try:
-            with Image.open(f) as im: im.load()
-            ok.append(f)
-        except Exception as e:
-            if not skip_bad: raise BadImageError(f"cannot read image {f}: {e}") from None
-            print(f"skipped unreadable image {f}: {e}")
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    stems = [f.stem for f in ok]
-    written = []
-    for f in ok:
-        with Image.open(f) as im: msk = segment_image(net, im, cfg)
-        if cfg["n_classes"] == 2: msk = msk * 255
-        name = (f.stem if stems.count(f.stem) == 1 else f.name) + ".png"
-        dest = out_dir / name; tmp = out_dir / f".{name}.tmp{os.getpid()}"
-        Image.fromarray(msk, mode="L").save(tmp, format="PNG"); os.replace(tmp, dest)
-        written.append(dest)
-    return written
