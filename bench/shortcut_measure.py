@@ -13,7 +13,10 @@ same images in the same run, so the difference is what the marks are worth to th
     python bench/shortcut_measure.py --model efficientnet_lite0 --epochs 4 --image-size 96 --lr 1e-3   # pretrained
 """
 from __future__ import annotations
-import argparse, os, sys, time
+import argparse
+import os
+import sys
+import time
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -24,11 +27,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--no-mmotu", action="store_true")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--model", default="smallcnn", help="gynlab.models.pretrained name: smallcnn or efficientnet_lite0 (ImageNet)")
+    ap.add_argument("--model", default="smallcnn",
+                    help="gynlab.models.pretrained name: smallcnn or efficientnet_lite0 (ImageNet)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--no-control", action="store_true", help="skip the model trained on hidden images")
     a = ap.parse_args(argv)
-    from gynlab.audit import phantom_shortcut, audit, mark_association, shortcut_gap
+    from gynlab.audit import audit, mark_association, shortcut_gap
+    from gynlab.exercises.responsible import phantom_shortcut   # the lesson's phantom experiment
     t0 = time.time()
     print("== phantom shortcut (fibroid phantoms, calipers on 90% of positives / 10% of negatives)")
     for seed in a.seeds:
@@ -36,7 +41,8 @@ def main(argv=None) -> int:
         for arm in ("shortcut", "control"):
             o, h = r[arm]["original"], r[arm]["hidden"]
             print(f"  seed {seed} {arm:8}: accuracy marks shown {o['accuracy']:.3f}, hidden {h['accuracy']:.3f}, "
-                  f"difference {o['accuracy'] - h['accuracy']:+.3f}  (balanced {o['balanced_accuracy']:.3f} -> {h['balanced_accuracy']:.3f})")
+                  f"difference {o['accuracy'] - h['accuracy']:+.3f}  "
+                  f"(balanced {o['balanced_accuracy']:.3f} -> {h['balanced_accuracy']:.3f})")
     print(f"  ({time.time() - t0:.0f} s)")
     if a.no_mmotu: return 0
     from gynlab.data import load, find_data, DatasetNotFound
@@ -50,7 +56,8 @@ def main(argv=None) -> int:
     assoc = mark_association(tab)
     print("== MMOTU caliper marks (strongly yellow pixels >= 10)")
     print((assoc["prevalence"].round(3)).to_string())
-    print(f"  chi2 {assoc['chi2']:.1f}, p {assoc['p_value']:.2g}, Cramer's V {assoc['cramers_v']:.3f}; marks-only classifier "
+    print(f"  chi2 {assoc['chi2']:.1f}, p {assoc['p_value']:.2g}, Cramer's V {assoc['cramers_v']:.3f}; "
+          "marks-only classifier "
           f"balanced accuracy {assoc['marks_only_balanced_accuracy']:.3f} (chance {assoc['chance']:.3f})")
     va = au.table[au.table.split == "validation"]
     print(f"  validation images with calipers: {(va.caliper_px >= 10).sum()} of {len(va)}")
@@ -59,9 +66,11 @@ def main(argv=None) -> int:
         res = shortcut_gap(dd, a.model, a.epochs, a.image_size, a.lr, seed, a.device, control=not a.no_control)
         for arm, r in res.items():
             o, h = r["original"], r["hidden"]
-            print(f"  seed {seed} {arm:20}: validation accuracy original {o['accuracy']:.3f}, marks hidden {h['accuracy']:.3f}, "
+            print(f"  seed {seed} {arm:20}: validation accuracy original {o['accuracy']:.3f}, "
+                  f"marks hidden {h['accuracy']:.3f}, "
                   f"difference {r['drop_accuracy']:+.3f}; balanced accuracy {o['balanced_accuracy']:.3f} -> "
-                  f"{h['balanced_accuracy']:.3f} ({r['drop_balanced_accuracy']:+.3f}); predictions changed {r['n_changed']}, "
+                  f"{h['balanced_accuracy']:.3f} ({r['drop_balanced_accuracy']:+.3f}); "
+                  f"predictions changed {r['n_changed']}, "
                   f"right->wrong {r['n_lost']}, wrong->right {r['n_gained']} (McNemar p {r['p_value']:.2g})")
     print(f"  ({time.time() - t1:.0f} s; total {time.time() - t0:.0f} s)")
     return 0

@@ -4,49 +4,33 @@
 
 # %% ../nbs/80_responsible.ipynb #c5939e9a
 from __future__ import annotations
-import hashlib, json, math, warnings
-from dataclasses import dataclass, field
-from html import escape
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+import math
+import warnings
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 
+from .core import UsageError, open_image
 
 # %% auto #0
-__all__ = ['CALIPER_YELLOW', 'dhash', 'hamming', 'caliper_mask', 'mark_measures', 'has_calipers', 'draw_caliper', 'plant_marks',
-           'hide_marks', 'Audit', 'audit', 'mark_association', 'plant_shortcut', 'hidden_gap', 'phantom_shortcut',
-           'shortcut_gap', 'subgroup_report', 'model_card_data', 'model_card']
+__all__ = ['CALIPER_YELLOW', 'dhash', 'hamming', 'caliper_mask', 'mark_measures', 'has_calipers', 'draw_caliper', 'plant_marks', 'hide_marks', 'mark_association', 'plant_shortcut', 'hidden_gap', 'Audit', 'audit', 'shortcut_gap', 'subgroup_report', 'model_card_data', 'model_card']
 
 # %% ../nbs/80_responsible.ipynb #df8bb8d8
-def _as_pil(img, what: str = "image") -> Image.Image:
-    "A PIL image from a PIL image, a path, or a (H,W), (H,W,C) or (C,H,W) array (uint8, or float in [0,1])."
-    if isinstance(img, Image.Image): return img
-    if isinstance(img, (str, Path)):
-        try: im = Image.open(img); im.load(); return im
-        except Exception as e: raise ValueError(f"{img}: cannot read this image ({type(e).__name__}: {e})") from e
-    if hasattr(img, "detach"): img = img.detach().cpu().numpy()
-    a = np.asarray(img)
-    if a.dtype == object or a.ndim not in (2, 3) or a.size == 0:
-        raise TypeError(f"{what}: expected a PIL image, a path or a 2-D/3-D array, got {type(img).__name__} with shape {a.shape}")
-    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3): a = a.transpose(1, 2, 0)
-    if a.dtype != np.uint8: a = np.clip(np.round(a * 255 if a.max() <= 1.0 else a), 0, 255).astype(np.uint8)
-    return Image.fromarray(a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a)
-
 def dhash(img, hash_size: int = 16) -> np.ndarray:
-    "Difference hash of `img`: `hash_size**2` bits (bool array), 1 where a pixel is brighter than its right neighbour."
-    if hash_size < 2: raise ValueError(f"hash_size must be >= 2, got {hash_size}")
-    g = np.asarray(_as_pil(img).convert("L").resize((hash_size + 1, hash_size), Image.LANCZOS), dtype=np.int16)
+    """Difference hash of `img` (path, PIL image or array): `hash_size**2` bits (bool array), 1 where a pixel is
+    brighter than its right neighbour."""
+    if hash_size < 2: raise UsageError(f"hash_size must be >= 2, got {hash_size}")
+    g = np.asarray(open_image(img).convert("L").resize((hash_size + 1, hash_size), Image.LANCZOS), dtype=np.int16)
     return (g[:, 1:] > g[:, :-1]).ravel()
 
 def hamming(a, b=None) -> np.ndarray:
     "Pairwise Hamming distances between the rows of bit arrays `a` (N,bits) and `b` (M,bits; default `a`)."
     a = np.atleast_2d(np.asarray(a, bool)).astype(np.int32)
     b = a if b is None else np.atleast_2d(np.asarray(b, bool)).astype(np.int32)
-    if a.shape[1] != b.shape[1]: raise ValueError(f"hashes of different lengths: {a.shape[1]} and {b.shape[1]} bits")
+    if a.shape[1] != b.shape[1]: raise UsageError(f"hashes of different lengths: {a.shape[1]} and {b.shape[1]} bits")
     return a @ (1 - b).T + (1 - a) @ b.T
 
 # %% ../nbs/80_responsible.ipynb #3d075498
@@ -62,7 +46,7 @@ def _yellowness(rgb: np.ndarray):
 
 def caliper_mask(img, strong: int = 40, weak: int = 15, dilate: int = 1) -> np.ndarray:
     "Bool (H,W) mask of caliper and overlay-text pixels (yellow: min(R,G) - B > `weak`), dilated by `dilate` px."
-    y = _yellowness(np.asarray(_as_pil(img).convert("RGB")))
+    y = _yellowness(np.asarray(open_image(img).convert("RGB")))
     m = y > weak
     if dilate:
         from scipy.ndimage import binary_dilation
@@ -70,8 +54,9 @@ def caliper_mask(img, strong: int = 40, weak: int = 15, dilate: int = 1) -> np.n
     return m
 
 def mark_measures(img, strong: int = 40, weak: int = 15) -> dict:
-    "Counts of strongly yellow pixels below the top rows (`caliper_px`), weakly yellow ones (`mark_px`), yellow ones in the bottom quarter (`text_px`)."
-    a = np.asarray(img) if isinstance(img, np.ndarray) else np.asarray(_as_pil(img).convert("RGB"))
+    """Counts of strongly yellow pixels below the top rows (`caliper_px`), weakly yellow ones (`mark_px`), yellow ones
+    in the bottom quarter (`text_px`)."""
+    a = np.asarray(img) if isinstance(img, np.ndarray) else np.asarray(open_image(img).convert("RGB"))
     y = _yellowness(a)
     if y is None: return {k: 0 for k in _MEASURES}  # grey-scale images carry no coloured marks
     top = y.shape[0] // 12  # the scanner's logo ("Voluson E8", yellow) sits in the top rows, calipers don't
@@ -87,16 +72,16 @@ CALIPER_YELLOW = (235, 225, 40)
 
 def draw_caliper(img, y: int, x: int, size: int = 3, colour=CALIPER_YELLOW) -> np.ndarray:
     "Copy of `img` as RGB uint8 with a `+` caliper cross of arm `size` px centred at (y, x)."
-    a = np.array(_as_pil(img).convert("RGB"))
+    a = np.array(open_image(img).convert("RGB"))
     h, w = a.shape[:2]
-    if not (0 <= y < h and 0 <= x < w): raise ValueError(f"caliper centre ({y}, {x}) outside the {h}x{w} image")
+    if not (0 <= y < h and 0 <= x < w): raise UsageError(f"caliper centre ({y}, {x}) outside the {h}x{w} image")
     a[max(y - size, 0):y + size + 1, x] = colour
     a[y, max(x - size, 0):x + size + 1] = colour
     return a
 
 def plant_marks(img, rng: np.random.Generator, size: int | None = None, colour=CALIPER_YELLOW) -> np.ndarray:
     "Two caliper crosses joined by a dotted line at random places: what a measured ultrasound image looks like."
-    a = np.array(_as_pil(img).convert("RGB")); h, w = a.shape[:2]
+    a = np.array(open_image(img).convert("RGB")); h, w = a.shape[:2]
     size = size or max(2, min(h, w) // 24)
     (y0, x0), (y1, x1) = rng.integers(size, [h - size, w - size], size=(2, 2))
     for t in np.linspace(0, 1, max(2, int(np.hypot(y1 - y0, x1 - x0) // 3))):
@@ -105,11 +90,11 @@ def plant_marks(img, rng: np.random.Generator, size: int | None = None, colour=C
 
 # %% ../nbs/80_responsible.ipynb #1508cbdb
 def hide_marks(img, mask=None, dilate: int = 2, size: int = 5, max_iter: int = 50) -> np.ndarray:
-    "Copy of `img` (RGB uint8) with caliper/text pixels (`mask`, default `caliper_mask`) filled from their grey neighbours."
+    "Copy of `img` (RGB uint8) with caliper/text pixels (`mask`; default `caliper_mask`) filled from grey neighbours."
     from scipy.ndimage import uniform_filter
-    a = np.asarray(_as_pil(img).convert("RGB"), dtype=np.float32)
+    a = np.asarray(open_image(img).convert("RGB"), dtype=np.float32)
     m = caliper_mask(a.astype(np.uint8), dilate=dilate) if mask is None else np.asarray(mask, bool)
-    if m.shape != a.shape[:2]: raise ValueError(f"mask shape {m.shape} does not match the image {a.shape[:2]}")
+    if m.shape != a.shape[:2]: raise UsageError(f"mask shape {m.shape} does not match the image {a.shape[:2]}")
     if not m.any(): return a.astype(np.uint8)
     grey, known = a.mean(-1), (~m).astype(np.float32)
     for _ in range(max_iter):
@@ -121,95 +106,16 @@ def hide_marks(img, mask=None, dilate: int = 2, size: int = 5, max_iter: int = 5
     out = a.copy(); out[m] = grey[m][:, None]
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
-# %% ../nbs/80_responsible.ipynb #d57358a7
-@dataclass
-class Audit:
-    "What `audit` found: per-image `table`, near-duplicate `pairs`, `group_leaks`, label `counts`, `hashes`."
-    table: pd.DataFrame
-    pairs: pd.DataFrame
-    group_leaks: dict
-    counts: pd.DataFrame
-    hashes: np.ndarray
-    max_distance: int
-
-    def summary(self) -> dict:
-        "The headline numbers: images, exact and near duplicate pairs within and across splits, label conflicts, leaked groups."
-        p = self.pairs
-        within, across = p[p.split_a == p.split_b], p[p.split_a != p.split_b]
-        return {"images": len(self.table), "splits": dict(self.table.split.value_counts(sort=False)),
-                "exact_pairs_within": int(within.exact.sum()), "exact_pairs_across": int(across.exact.sum()),
-                "near_pairs_within": len(within), "near_pairs_across": len(across),
-                "images_in_near_pairs": len(set(p.a) | set(p.b)),
-                "label_conflicts": int((~p.same_label).sum()) if len(p) else 0,
-                "groups_in_several_splits": len(self.group_leaks)}
-
-    def leaks(self) -> pd.DataFrame:
-        "Near-duplicate pairs whose two images are in different splits."
-        return self.pairs[self.pairs.split_a != self.pairs.split_b]
-
-    def _repr_markdown_(self):
-        return "**Data audit**\n\n" + "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in self.summary().items())
-
-# %% ../nbs/80_responsible.ipynb #03b9e727
-def _rows(split) -> Iterable[dict]:
-    if isinstance(split, Mapping) and "image" in split:  # a dict of columns
-        n = len(split["image"])
-        return ({k: v[i] for k, v in split.items()} for i in range(n))
-    return iter(split)
-
-def _near_pairs(H: np.ndarray, max_distance: int, block: int = 2048):
-    "(i, j, distance) for i < j with distance <= max_distance, computed in blocks to bound memory."
-    out = []
-    for s in range(0, len(H), block):
-        d = hamming(H[s:s + block], H)
-        i, j = np.nonzero(d <= max_distance)
-        keep = j > i + s
-        out += [(int(a + s), int(b), int(d[a, b])) for a, b in zip(i[keep], j[keep])]
-    return out
-
-def audit(splits: Mapping[str, Any], hash_size: int = 16, max_distance: int | None = None, label_col: str = "label",
-          image_col: str = "image", progress: bool = False) -> Audit:
-    "Audit `splits` ({name: dataset, list of row dicts, or dict of columns}): duplicates, cross-split leakage, groups, labels."
-    from gynlab.data import split_overlap
-    from tqdm.auto import tqdm
-    if not isinstance(splits, Mapping) or not splits: raise TypeError("splits must be a non-empty mapping {split name: rows}")
-    bits = hash_size * hash_size
-    max_distance = round(0.08 * bits) if max_distance is None else int(max_distance)
-    recs, hashes, names = [], [], {}
-    for name, split in splits.items():
-        if hasattr(split, "features") and label_col in split.features and hasattr(split.features[label_col], "names"):
-            names = split.features[label_col].names
-        for i, row in enumerate(tqdm(_rows(split), desc=f"audit {name}", disable=not progress)):
-            if image_col not in row: raise KeyError(f"split {name!r}, row {i}: no {image_col!r} column (has {sorted(row)})")
-            where = f"split {name!r}, row {i}" + (f" ({row['file']})" if "file" in row else "")
-            try: im = _as_pil(row[image_col], where)
-            except (TypeError, ValueError) as e: raise ValueError(f"{where}: {e}") from e
-            rgb = np.asarray(im.convert("RGB"))
-            hashes.append(dhash(im, hash_size))
-            recs.append({"split": name, "index": i, "file": str(row.get("file", i)), "group": str(row.get("group", f"{name}/{i}")),
-                         "label": row.get(label_col), "shape": rgb.shape[:2],
-                         "digest": hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest(),
-                         **mark_measures(rgb)})
-    table = pd.DataFrame(recs)
-    if names: table["label_name"] = [names[l] if isinstance(l, (int, np.integer)) and 0 <= l < len(names) else l for l in table.label]
-    H = np.stack(hashes) if hashes else np.zeros((0, bits), bool)
-    pairs = [{"a": i, "b": j, "split_a": table.split[i], "split_b": table.split[j], "file_a": table.file[i], "file_b": table.file[j],
-              "distance": d, "exact": table.digest[i] == table.digest[j], "same_label": table.label[i] == table.label[j]}
-             for i, j, d in _near_pairs(H, max_distance)]
-    pairs = pd.DataFrame(pairs, columns=["a", "b", "split_a", "split_b", "file_a", "file_b", "distance", "exact", "same_label"])
-    leaks = split_overlap({n: list(table.group[table.split == n]) for n in splits})
-    counts = pd.crosstab(table.get("label_name", table.label), table.split) if label_col and table.label.notna().any() else pd.DataFrame()
-    return Audit(table, pairs.sort_values("distance", kind="stable").reset_index(drop=True), leaks, counts, H, max_distance)
-
 # %% ../nbs/80_responsible.ipynb #7066f23c
 def mark_association(table: pd.DataFrame, label_col: str = "label", min_pixels: int = 10, seed: int = 0) -> dict:
-    "How much caliper marks say about the class: prevalence per class, χ² test, Cramér's V, and the balanced accuracy of a marks-only classifier."
+    """How much caliper marks say about the class: prevalence per class, χ² test, Cramér's V, and the balanced
+    accuracy of a marks-only classifier."""
     from scipy.stats import chi2_contingency
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import cross_val_predict, StratifiedKFold
     missing = [c for c in (label_col, *_MEASURES) if c not in table]
-    if missing: raise KeyError(f"table lacks column(s) {missing}: pass `audit(...).table`")
+    if missing: raise UsageError(f"table lacks column(s) {missing}: pass `audit(...).table`")
     y = table[label_col].to_numpy()
     present = table.caliper_px.to_numpy() >= min_pixels
     prev = pd.Series(present).groupby(y).agg(["mean", "size"]).rename(columns={"mean": "with_calipers", "size": "n"})
@@ -227,78 +133,164 @@ def mark_association(table: pd.DataFrame, label_col: str = "label", min_pixels: 
             "marks_only_balanced_accuracy": bacc, "chance": 1 / len(np.unique(y))}
 
 # %% ../nbs/80_responsible.ipynb #535a5b0c
+def _rows(split) -> Iterable[dict]:
+    "The rows of a split: a `datasets` split, a list of row dicts, or a dict of columns."
+    if isinstance(split, Mapping) and "image" in split:  # a dict of columns
+        n = len(split["image"])
+        return ({k: v[i] for k, v in split.items()} for i in range(n))
+    return iter(split)
+
 def plant_shortcut(split, p_pos: float = 0.9, p_neg: float = 0.1, positive=lambda label: label > 0, seed: int = 0,
                    label_col: str = "label", image_col: str = "image") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "(images (N,H,W,3) uint8, binary labels, marked flags): calipers drawn on a `p_pos` share of positives and `p_neg` of negatives."
+    """(images (N,H,W,3) uint8, binary labels, marked flags): calipers drawn on a `p_pos` share of the positives and
+    a `p_neg` share of the negatives."""
     rng = np.random.default_rng(seed)
     X, y, marked = [], [], []
     for row in _rows(split):
         pos = bool(positive(row[label_col]))
         mark = rng.random() < (p_pos if pos else p_neg)
-        img = np.asarray(_as_pil(row[image_col]).convert("RGB"))
+        img = np.asarray(open_image(row[image_col]).convert("RGB"))
         X.append(plant_marks(img, rng) if mark else img); y.append(int(pos)); marked.append(mark)
     return np.stack(X), np.array(y), np.array(marked)
 
-def _batch(images, image_size: int | None = None, mean=None, std=None) -> torch.Tensor:
-    from gynlab.transforms import preprocess
-    return torch.stack([preprocess(_as_pil(im).convert("RGB"), image_size or np.asarray(im).shape[0], 3, mean, std) for im in images])
+def _letterbox(im: Image.Image, size: int) -> Image.Image:
+    "Scale so the longer side is `size` (aspect kept) and pad bottom/right to size x size, as the dataset loaders do."
+    w, h = im.size; s = size / max(w, h)
+    out = Image.new(im.mode, (size, size))
+    out.paste(im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR), (0, 0))
+    return out
 
+def _batch(images, image_size: int, mean=None, std=None) -> torch.Tensor:
+    "Images of any size → a normalised (N, 3, S, S) batch, letterboxed to `image_size`."
+    from gynlab.transforms import preprocess
+    boxed = (_letterbox(open_image(im).convert("RGB"), image_size) for im in images)
+    return torch.stack([preprocess(im, image_size, 3, mean, std) for im in boxed])
+
+# %% ../nbs/80_responsible.ipynb #21d57222
 def hidden_gap(model, images, labels, image_size: int = 64, device=None, mean=None, std=None) -> dict:
-    "Accuracy of `model` on `images` as they are and with marks hidden (`hide_marks`); cases lost/gained and McNemar's p."
+    "Accuracy of `model` on `images` as they are and with marks hidden (`hide_marks`); cases lost/gained, McNemar's p."
+    from scipy.stats import binomtest
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from gynlab.train import predict
-    from gynlab.data import _fit
     y = np.asarray(labels)
-    if len(images) != len(y): raise ValueError(f"{len(images)} images but {len(y)} labels")
-    fit = lambda a: _fit(_as_pil(a).convert("RGB"), image_size, Image.BILINEAR)
-    orig = [fit(im) for im in images]
-    hid = [fit(hide_marks(im)) for im in images]
+    if len(images) != len(y): raise UsageError(f"{len(images)} images but {len(y)} labels")
     out = {}
-    for name, ims in (("original", orig), ("hidden", hid)):
+    for name, ims in (("original", images), ("hidden", [hide_marks(im) for im in images])):
         pred = predict(model, _batch(ims, image_size, mean, std), device=device).argmax(1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out[name] = {"accuracy": float(accuracy_score(y, pred)), "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-                         "pred": pred}
+            out[name] = {"accuracy": float(accuracy_score(y, pred)),
+                         "balanced_accuracy": float(balanced_accuracy_score(y, pred)), "pred": pred}
     co, ch = out["original"]["pred"] == y, out["hidden"]["pred"] == y
     out["n_changed"] = int((out["original"]["pred"] != out["hidden"]["pred"]).sum())
     out["n_lost"], out["n_gained"] = int((co & ~ch).sum()), int((~co & ch).sum())  # right→wrong, wrong→right
-    from scipy.stats import binomtest  # exact McNemar test on the discordant cases
+    # exact McNemar test on the discordant cases
     n_disc = out["n_lost"] + out["n_gained"]
     out["p_value"] = float(binomtest(out["n_lost"], n_disc, 0.5).pvalue) if n_disc else 1.0
     out["drop_accuracy"] = out["original"]["accuracy"] - out["hidden"]["accuracy"]
     out["drop_balanced_accuracy"] = out["original"]["balanced_accuracy"] - out["hidden"]["balanced_accuracy"]
     return out
 
-# %% ../nbs/80_responsible.ipynb #21d57222
-def phantom_shortcut(n: int = 400, image_size: int = 48, epochs: int = 12, seed: int = 0, device=None, control: bool = True) -> dict:
-    "The phantom shortcut experiment: train on fibroid phantoms with planted calipers; test with marks shown and hidden."
-    from torch.utils.data import TensorDataset
-    from gynlab.phantoms import phantom_uterus_mri
-    from gynlab.models.cnn import SmallCNN
-    from gynlab.train import fit, seed_everything
-    dd = phantom_uterus_mri(n=n, image_size=image_size, seed=seed)
-    Xtr, ytr, _ = plant_shortcut(dd["train"], seed=seed + 1)
-    Xva, yva, mva = plant_shortcut(dd["validation"], seed=seed + 2)
-    def train(X):
-        seed_everything(seed)
-        net = SmallCNN(3, 2, width=8, depth=3)
-        fit(net, TensorDataset(_batch(X), torch.as_tensor(ytr)), None, epochs=epochs, lr=3e-3, batch_size=32,
-            seed=seed, device=device, progress=False)
-        return net
-    res = {"shortcut": hidden_gap(train(Xtr), Xva, yva, image_size, device=device), "labels": yva, "marked": mva}
-    if control: res["control"] = hidden_gap(train(np.stack([hide_marks(x) for x in Xtr])), Xva, yva, image_size, device=device)
-    return res
+# %% ../nbs/lib/80_responsible_tools.ipynb #at000003
+import hashlib
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
 
-# %% ../nbs/80_responsible.ipynb #111ffb3e
+from .core import DataError, GynlabError, RunError, read_json
+
+# %% ../nbs/lib/80_responsible_tools.ipynb #d57358a7
+@dataclass
+class Audit:
+    "What `audit` found: per-image `table`, near-duplicate `pairs`, `group_leaks`, label `counts`, `hashes`."
+    table: pd.DataFrame
+    pairs: pd.DataFrame
+    group_leaks: dict
+    counts: pd.DataFrame
+    hashes: np.ndarray
+    max_distance: int
+
+    def summary(self) -> dict:
+        "The headline numbers: images, exact and near duplicates within/across splits, label conflicts, leaked groups."
+        p = self.pairs
+        within, across = p[p.split_a == p.split_b], p[p.split_a != p.split_b]
+        return {"images": len(self.table), "splits": dict(self.table.split.value_counts(sort=False)),
+                "exact_pairs_within": int(within.exact.sum()), "exact_pairs_across": int(across.exact.sum()),
+                "near_pairs_within": len(within), "near_pairs_across": len(across),
+                "images_in_near_pairs": len(set(p.a) | set(p.b)),
+                "label_conflicts": int((~p.same_label).sum()) if len(p) else 0,
+                "groups_in_several_splits": len(self.group_leaks)}
+
+    def leaks(self) -> pd.DataFrame:
+        "Near-duplicate pairs whose two images are in different splits."
+        return self.pairs[self.pairs.split_a != self.pairs.split_b]
+
+    def _repr_markdown_(self):
+        return "**Data audit**\n\n" + "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in self.summary().items())
+
+# %% ../nbs/lib/80_responsible_tools.ipynb #03b9e727
+def _near_pairs(H: np.ndarray, max_distance: int, block: int = 2048):
+    "(i, j, distance) for i < j with distance <= max_distance, computed in blocks to bound memory."
+    out = []
+    for s in range(0, len(H), block):
+        d = hamming(H[s:s + block], H)
+        i, j = np.nonzero(d <= max_distance)
+        keep = j > i + s
+        out += [(int(a + s), int(b), int(d[a, b])) for a, b in zip(i[keep], j[keep])]
+    return out
+
+def _record(row: dict, name: str, i: int, image_col: str, label_col: str, hash_size: int):
+    "(table row, dHash) of one image; a `DataError` naming the split and row if it cannot be read."
+    where = f"split {name!r}, row {i}" + (f" ({row['file']})" if "file" in row else "")
+    if image_col not in row: raise DataError(f"{where}: no {image_col!r} column (has {sorted(row)})")
+    try: im = open_image(row[image_col])
+    except GynlabError as e: raise DataError(f"{where}: {e}") from None
+    rgb = np.asarray(im.convert("RGB"))
+    rec = {"split": name, "index": i, "file": str(row.get("file", i)), "group": str(row.get("group", f"{name}/{i}")),
+           "label": row.get(label_col), "shape": rgb.shape[:2],
+           "digest": hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest(), **mark_measures(rgb)}
+    return rec, dhash(im, hash_size)
+
+# %% ../nbs/lib/80_responsible_tools.ipynb #at000006
+def audit(splits: Mapping[str, Any], hash_size: int = 16, max_distance: int | None = None, label_col: str = "label",
+          image_col: str = "image", progress: bool = False) -> Audit:
+    "Audit `splits` ({name: dataset, list of row dicts or dict of columns}): duplicates, leakage, groups, labels."
+    from gynlab.data import split_overlap
+    from tqdm.auto import tqdm
+    if not isinstance(splits, Mapping) or not splits:
+        raise UsageError("splits must be a non-empty mapping {split name: rows}")
+    max_distance = round(0.08 * hash_size ** 2) if max_distance is None else int(max_distance)
+    recs, hashes, names = [], [], {}
+    for name, split in splits.items():
+        if hasattr(split, "features") and label_col in split.features and hasattr(split.features[label_col], "names"):
+            names = split.features[label_col].names
+        for i, row in enumerate(tqdm(_rows(split), desc=f"audit {name}", disable=not progress)):
+            rec, h = _record(row, name, i, image_col, label_col, hash_size)
+            recs.append(rec); hashes.append(h)
+    t = pd.DataFrame(recs)
+    if names:
+        t["label_name"] = [names[l] if isinstance(l, (int, np.integer)) and 0 <= l < len(names) else l for l in t.label]
+    H = np.stack(hashes) if hashes else np.zeros((0, hash_size ** 2), bool)
+    cols = ["a", "b", "split_a", "split_b", "file_a", "file_b", "distance", "exact", "same_label"]
+    pairs = pd.DataFrame([(i, j, t.split[i], t.split[j], t.file[i], t.file[j], d, t.digest[i] == t.digest[j],
+                           t.label[i] == t.label[j]) for i, j, d in _near_pairs(H, max_distance)], columns=cols)
+    leaks = split_overlap({n: list(t.group[t.split == n]) for n in splits})
+    has_labels = label_col and t.label.notna().any()
+    counts = pd.crosstab(t.get("label_name", t.label), t.split) if has_labels else pd.DataFrame()
+    return Audit(t, pairs.sort_values("distance", kind="stable").reset_index(drop=True), leaks, counts, H, max_distance)
+
+# %% ../nbs/lib/80_responsible_tools.ipynb #111ffb3e
 def shortcut_gap(dd, model: str = "smallcnn", epochs: int = 15, image_size: int = 64, lr: float = 2e-3, seed: int = 0,
                  device=None, control: bool = True, label_col: str = "label") -> dict:
-    "Train `model` on `dd['train']` as it is (and, if `control`, with marks hidden); `hidden_gap` of each on `dd['validation']`."
+    """Train `model` on `dd['train']` as it is (and, if `control`, with marks hidden); `hidden_gap` of each on
+    `dd['validation']`."""
     from torch.utils.data import TensorDataset
-    from gynlab.data import _fit
+    from gynlab.core import seed_everything
     from gynlab.models.pretrained import create, normalization
-    from gynlab.train import fit, seed_everything
-    if "train" not in dd or "validation" not in dd: raise KeyError(f"need 'train' and 'validation' splits, got {list(dd)}")
+    from gynlab.train import fit
+    if "train" not in dd or "validation" not in dd:
+        raise UsageError(f"need 'train' and 'validation' splits, got {list(dd)}")
     mean, std = normalization(model, 3)
     n_classes = len(dd["train"].features[label_col].names)
     y = torch.as_tensor(dd["train"][label_col])
@@ -306,15 +298,14 @@ def shortcut_gap(dd, model: str = "smallcnn", epochs: int = 15, image_size: int 
     out = {}
     for arm, prep in [("trained on original", None)] + ([("trained on hidden", hide_marks)] if control else []):
         seed_everything(seed)
-        imgs = (r["image"].convert("RGB") for r in dd["train"])
-        X = _batch([_fit(_as_pil(prep(im) if prep else im), image_size, Image.BILINEAR) for im in imgs], image_size, mean, std)
+        X = _batch([prep(r["image"]) if prep else r["image"] for r in dd["train"]], image_size, mean, std)
         net = create(model, n_classes, pretrained=True, in_channels=3)
         fit(net, TensorDataset(X, y), None, epochs=epochs, lr=lr, batch_size=64, class_weights="balanced", seed=seed,
             device=device, progress=False)
         out[arm] = hidden_gap(net, va_imgs, va_y, image_size, device=device, mean=mean, std=std)
     return out
 
-# %% ../nbs/80_responsible.ipynb #78a126ad
+# %% ../nbs/lib/80_responsible_tools.ipynb #78a126ad
 def _metrics(y, pred, prob, n_classes):
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
     with warnings.catch_warnings():
@@ -326,43 +317,41 @@ def _metrics(y, pred, prob, n_classes):
             if prob is not None and len(np.unique(y)) == 2: m["auc"] = roc_auc_score(y, prob[:, 1])
     return {k: float(v) for k, v in m.items()}
 
+def _bootstrap(row: dict, yy, pp, pr, n_classes, n_boot, ci, rng):
+    "Add `{metric}_lo` / `{metric}_hi` percentile-bootstrap bounds to `row`, resampling the group's cases."
+    boots = [_metrics(yy[b], pp[b], None if pr is None else pr[b], n_classes)
+             for b in (rng.integers(0, len(yy), len(yy)) for _ in range(n_boot))]
+    for k in row.keys() & boots[0].keys():
+        vals = np.array([bb.get(k, np.nan) for bb in boots], float)
+        vals = vals[np.isfinite(vals)]
+        lo, hi = np.quantile(vals, [(1 - ci) / 2, (1 + ci) / 2]) if len(vals) else (np.nan, np.nan)
+        row[f"{k}_lo"], row[f"{k}_hi"] = float(lo), float(hi)
+
+# %% ../nbs/lib/80_responsible_tools.ipynb #at000011
 def subgroup_report(y_true, y_pred_or_probs, groups, n_boot: int = 200, ci: float = 0.95, seed: int = 0,
                     overall: bool = True) -> pd.DataFrame:
-    "Metrics per group (accuracy, balanced accuracy; sensitivity, specificity, AUC when binary) with bootstrap CIs and counts."
-    y = np.asarray(y_true).astype(int).ravel()
-    out = np.asarray(y_pred_or_probs)
+    "Metrics per group (accuracy, balanced accuracy; sensitivity, specificity, AUC if binary), bootstrap CIs, counts."
+    y, out = np.asarray(y_true).astype(int).ravel(), np.asarray(y_pred_or_probs)
     g = np.asarray(groups, dtype=object).ravel()
-    if out.ndim == 2:
-        prob, pred = out.astype(float), out.argmax(1)
-        n_classes = out.shape[1]
-    elif out.ndim == 1: prob, pred, n_classes = None, out.astype(int), int(max(y.max(initial=0), out.max(initial=0)) + 1)
-    else: raise ValueError(f"y_pred_or_probs must be labels (N,) or probabilities (N, K), got shape {out.shape}")
+    if out.ndim == 2: prob, pred, n_classes = out.astype(float), out.argmax(1), out.shape[1]
+    elif out.ndim == 1: prob, pred, n_classes = None, out.astype(int), int(max(y.max(initial=0), out.max(initial=0)))+1
+    else: raise UsageError(f"y_pred_or_probs must be labels (N,) or probabilities (N, K), got shape {out.shape}")
     if not (len(y) == len(pred) == len(g)):
-        raise ValueError(f"lengths differ: y_true {len(y)}, predictions {len(pred)}, groups {len(g)}")
-    if len(y) == 0: raise ValueError("no cases to report on")
+        raise UsageError(f"lengths differ: y_true {len(y)}, predictions {len(pred)}, groups {len(g)}")
+    if len(y) == 0: raise UsageError("no cases to report on")
     if n_classes == 2 and (set(np.unique(y)) | set(np.unique(pred))) - {0, 1}: n_classes = 3
-    rng = np.random.default_rng(seed)
-    rows = []
-    names = ([("all", np.ones(len(y), bool))] if overall else []) + [(k, g == k) for k in sorted(set(g), key=str)]
-    for name, sel in names:
+    rng, rows = np.random.default_rng(seed), []
+    parts = ([("all", np.ones(len(y), bool))] if overall else []) + [(k, g == k) for k in sorted(set(g), key=str)]
+    for name, sel in parts:
         idx = np.flatnonzero(sel)
         yy, pp, pr = y[idx], pred[idx], None if prob is None else prob[idx]
-        row = {"group": name, "n": len(idx), **{f"n_class_{c}": int((yy == c).sum()) for c in range(n_classes) if n_classes <= 10},
-               **_metrics(yy, pp, pr, n_classes)}
-        if n_boot and len(idx) > 1:
-            boots = []
-            for _ in range(n_boot):
-                b = rng.integers(0, len(idx), len(idx))
-                boots.append(_metrics(yy[b], pp[b], None if pr is None else pr[b], n_classes))
-            for k in row.keys() & boots[0].keys():
-                vals = np.array([bb.get(k, np.nan) for bb in boots], float)
-                vals = vals[np.isfinite(vals)]
-                lo, hi = (np.quantile(vals, [(1 - ci) / 2, (1 + ci) / 2]) if len(vals) else (np.nan, np.nan))
-                row[f"{k}_lo"], row[f"{k}_hi"] = float(lo), float(hi)
+        counts = {f"n_class_{c}": int((yy == c).sum()) for c in range(n_classes)} if n_classes <= 10 else {}
+        row = {"group": name, "n": len(idx), **counts, **_metrics(yy, pp, pr, n_classes)}
+        if n_boot and len(idx) > 1: _bootstrap(row, yy, pp, pr, n_classes, n_boot, ci, rng)
         rows.append(row)
     return pd.DataFrame(rows).set_index("group")
 
-# %% ../nbs/80_responsible.ipynb #6ed19218
+# %% ../nbs/lib/80_responsible_tools.ipynb #6ed19218
 _MD_SPECIAL = "\\`*_{}[]()#+!|<>~"
 
 def _md(text) -> str:
@@ -371,68 +360,81 @@ def _md(text) -> str:
     return "".join("\\" + c if c in _MD_SPECIAL and c not in "<>" else c for c in s)
 
 def _num(v) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}" if isinstance(v, float) else _md(v)
+    if v is None or (isinstance(v, float) and not math.isfinite(v)): return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else _md(v)
 
-def model_card_data(run_dir, intended_use: str | None = None, subgroups: pd.DataFrame | Mapping | None = None,
-                    limitations: Iterable[str] = (), extra: Mapping | None = None) -> dict:
-    "The facts of a model card as a dict: model, data (with citation and caveats), metrics, subgroups, use and limits."
+def _dataset_facts(cfg: dict) -> dict:
     from gynlab.data import card as data_card
-    run = Path(run_dir)
-    if not run.is_dir(): raise FileNotFoundError(f"run folder {run} does not exist")
-    docs = {}
-    for f in ("config.json", "metrics.json"):
-        p = run / f
-        if not p.is_file(): raise FileNotFoundError(f"{run} is not a gynlab run: {f} is missing (make one with gynlab.train.train_run)")
-        try: docs[f] = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{p}: not valid JSON ({e})") from e
-        if not isinstance(docs[f], dict): raise ValueError(f"{p}: expected a JSON object, got {type(docs[f]).__name__}")
-    cfg, met = docs["config.json"], docs["metrics.json"]
     name = cfg.get("dataset", "")
     try: dc = data_card(name)
     except KeyError: dc = None
-    final = met.get("final") or (met.get("history") or [{}])[-1]
-    sub = subgroups.reset_index().to_dict("records") if isinstance(subgroups, pd.DataFrame) else (dict(subgroups) if subgroups else None)
+    return {"name": name, "title": getattr(dc, "title", ""), "citation": getattr(dc, "citation", "unknown dataset"),
+            "licence": getattr(dc, "licence", ""), "caveats": list(getattr(dc, "caveats", [])),
+            "real": getattr(dc, "real", None), **{k: cfg.get(k) for k in ("n_train", "n_valid", "validation_split")}}
+
+# %% ../nbs/lib/80_responsible_tools.ipynb #at000014
+def model_card_data(run_dir, intended_use: str | None = None, subgroups: pd.DataFrame | Mapping | None = None,
+                    limitations: Iterable[str] = (), extra: Mapping | None = None) -> dict:
+    "The facts of a model card as a dict: model, data (with citation and caveats), metrics, subgroups, use and limits."
+    from gynlab.runs import read_config
+    run = Path(run_dir)
+    cfg = read_config(run)
+    try: met = read_json(run / "metrics.json", what="metrics file")
+    except GynlabError as e: raise RunError(f"{run} is not a finished gynlab run: {e}") from None
+    final = met.get("final") or (met.get("records") or [{}])[-1]
+    if isinstance(subgroups, pd.DataFrame): sub = subgroups.reset_index().to_dict("records")
+    else: sub = dict(subgroups) if subgroups else None
+    keys = ("model", "image_size", "channels", "epochs", "batch_size", "lr", "seed", "pretrained")
     return {
-        "model": {k: cfg.get(k) for k in ("model", "image_size", "channels", "epochs", "batch_size", "lr", "seed", "pretrained")},
-        "classes": list(cfg.get("classes", [])),
-        "data": {"name": name, "title": getattr(dc, "title", ""), "citation": getattr(dc, "citation", "unknown dataset"),
-                 "licence": getattr(dc, "licence", ""), "caveats": list(getattr(dc, "caveats", [])), "real": getattr(dc, "real", None),
-                 "n_train": cfg.get("n_train"), "n_valid": cfg.get("n_valid"), "validation_split": cfg.get("validation_split")},
+        "model": {k: cfg.get(k) for k in keys},
+        "classes": list(cfg["classes"]), "target": cfg.get("target"), "data": _dataset_facts(cfg),
         "metrics": {k: v for k, v in final.items() if k != "confusion_matrix" and not isinstance(v, (list, dict))},
-        "confusion_matrix": final.get("confusion_matrix"),
-        "best_epoch": met.get("best_epoch"), "versions": cfg.get("versions", {}),
-        "intended_use": intended_use or "Teaching and research on public data: showing how a classifier of this kind behaves.",
+        "confusion_matrix": final.get("confusion_matrix"), "best_epoch": met.get("best_epoch"),
+        "versions": cfg.get("versions", {}),
+        "intended_use": intended_use or "Teaching and research on public data: showing how a classifier of this kind "
+                                        "behaves.",
         "subgroups": sub,
         "limitations": list(limitations) + [
-            "Trained and validated on one public dataset; validation images share the clinic, scanners and habits of the training images.",
-            "Not evaluated prospectively, on other scanners or populations; subgroup results are reported only where given.",
-            "NOT FOR CLINICAL USE: not a medical device, not approved by any regulator, not to be used for diagnosis or treatment."],
+            "Trained and validated on one public dataset; validation images share the clinic, scanners and habits "
+            "of the training images.",
+            "Not evaluated prospectively, on other scanners or populations; subgroup results are reported only "
+            "where given.",
+            "NOT FOR CLINICAL USE: not a medical device, not approved by any regulator, not to be used for "
+            "diagnosis or treatment."],
         "extra": dict(extra or {}),
     }
 
+# %% ../nbs/lib/80_responsible_tools.ipynb #at000015
+def _subgroup_lines(sub) -> list[str]:
+    if isinstance(sub, list): rows = sub
+    else: rows = [{"group": k, **(v if isinstance(v, Mapping) else {"value": v})} for k, v in sub.items()]
+    cols = [c for c in rows[0] if not str(c).startswith("n_class_")][:8]
+    return ["## Subgroups", "| " + " | ".join(_md(c) for c in cols) + " |", "|" + "---|" * len(cols),
+            *["| " + " | ".join(_num(r.get(c)) for c in cols) + " |" for r in rows], ""]
+
 def model_card(run_dir, intended_use: str | None = None, subgroups=None, limitations: Iterable[str] = (),
                extra: Mapping | None = None, fmt: str = "markdown") -> str:
-    "A model card for the run in `run_dir` as Markdown (`fmt='markdown'`) or self-contained escaped HTML (`fmt='html'`)."
-    if fmt not in ("markdown", "html"): raise ValueError(f"fmt must be 'markdown' or 'html', got {fmt!r}")
+    "A model card for the run in `run_dir` as Markdown (`fmt='markdown'`) or as self-contained HTML (`fmt='html'`)."
+    if fmt not in ("markdown", "html"): raise UsageError(f"fmt must be 'markdown' or 'html', got {fmt!r}")
     d = model_card_data(run_dir, intended_use, subgroups, limitations, extra)
     m, dt = d["model"], d["data"]
     L = [f"# Model card: {_md(m['model'])} on {_md(dt['name'])}", "",
          "> **Not for clinical use.** A teaching model from gynlab; it has not been validated for patient care.", "",
          "## Intended use", _md(d["intended_use"]), "",
          "## Model", *[f"- {k.replace('_', ' ')}: {_num(v)}" for k, v in m.items()],
-         f"- classes: {', '.join(_md(c) for c in d['classes'])}", "",
+         f"- predicts: {_md(d['target'] or 'label')} — {', '.join(_md(c) for c in d['classes'])}", "",
          "## Data", f"- dataset: {_md(dt['name'])} — {_md(dt['title'])}", f"- cite: {_md(dt['citation'])}",
-         f"- licence: {_md(dt['licence'])}", f"- training images: {_num(dt['n_train'])}; validation images ({_md(dt['validation_split'])}): {_num(dt['n_valid'])}",
+         f"- licence: {_md(dt['licence'])}",
+         f"- training images: {_num(dt['n_train'])}; validation images ({_md(dt['validation_split'])}): "
+         f"{_num(dt['n_valid'])}",
          *[f"- caveat: {_md(c)}" for c in dt["caveats"]], "",
-         "## Metrics (validation set)", "| metric | value |", "|---|---|", *[f"| {_md(k)} | {_num(v)} |" for k, v in d["metrics"].items()], ""]
-    if d["subgroups"]:
-        rows = d["subgroups"] if isinstance(d["subgroups"], list) else [{"group": k, **(v if isinstance(v, Mapping) else {"value": v})} for k, v in d["subgroups"].items()]
-        cols = [c for c in rows[0] if not str(c).startswith("n_class_")][:8]
-        L += ["## Subgroups", "| " + " | ".join(_md(c) for c in cols) + " |", "|" + "---|" * len(cols),
-              *["| " + " | ".join(_num(r.get(c)) for c in cols) + " |" for r in rows], ""]
+         "## Metrics (validation set)", "| metric | value |", "|---|---|",
+         *[f"| {_md(k)} | {_num(v)} |" for k, v in d["metrics"].items()], ""]
+    if d["subgroups"]: L += _subgroup_lines(d["subgroups"])
     if d["extra"]: L += ["## Notes", *[f"- {_md(k)}: {_md(v)}" for k, v in d["extra"].items()], ""]
     L += ["## Limitations and risks", *[f"- {_md(x)}" for x in d["limitations"]], "",
           f"Software: {', '.join(f'{_md(k)} {_md(v)}' for k, v in d['versions'].items())}"]
     md = "\n".join(L) + "\n"
     if fmt == "markdown": return md
-    return f"<!doctype html><meta charset='utf-8'><title>Model card</title><pre style='white-space:pre-wrap'>{escape(md)}</pre>"
+    return ("<!doctype html><meta charset='utf-8'><title>Model card</title>"
+            f"<pre style='white-space:pre-wrap'>{escape(md)}</pre>")

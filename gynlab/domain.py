@@ -11,14 +11,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import TensorDataset
 
-from .train import get_device
+from .core import UsageError, get_device
+from .history import History
+from .train import evaluate, fit
 
 # %% auto #0
 __all__ = ['DOPPLER_MIN_FRACTION', 'FEATURE_NAMES', 'flow_fractions', 'doppler_fraction', 'is_doppler', 'mmotu_doppler_table',
            'gaussian_blur', 'scanner_shift', 'images_to_tensor', 'GradReverse', 'grad_reverse', 'dann_lambda', 'DANN',
-           'train_dann', 'accuracy', 'adabn', 'handcrafted_features', 'mmotu_doppler_split', 'domain_gap',
-           'phantom_gap']
+           'dann_step', 'train_dann', 'adabn', 'handcrafted_features', 'mmotu_doppler_split', 'domain_gap']
 
 # %% ../nbs/21_domain.ipynb #5c27fe49
 def _rgb_array(image, max_side: int = 256) -> np.ndarray:
@@ -28,19 +30,22 @@ def _rgb_array(image, max_side: int = 256) -> np.ndarray:
         a = np.asarray(image)
         if a.ndim == 2: a = np.repeat(a[..., None], 3, -1)
         if a.ndim != 3 or a.shape[-1] not in (3, 4):
-            raise ValueError(f"expected a PIL image or an HxWx3 uint8 array, got an array of shape {a.shape}")
+            raise UsageError(f"expected a PIL image or an HxWx3 uint8 array, got an array of shape {a.shape}")
         if a.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 array (0-255), got dtype {a.dtype}; convert with (a * 255).astype(np.uint8)")
+            raise UsageError(f"expected a uint8 array (0-255), got dtype {a.dtype}; "
+                             "convert with (a * 255).astype(np.uint8)")
         im = Image.fromarray(np.ascontiguousarray(a[..., :3]))
-    if getattr(im, "format", None) == "JPEG" and max(im.size) >= 2 * max_side: im.draft("RGB", (max_side // 2, max_side // 2))  # fast decode
+    if getattr(im, "format", None) == "JPEG" and max(im.size) >= 2 * max_side:
+        im.draft("RGB", (max_side // 2, max_side // 2))                                   # decode at reduced size: fast
     im = im.convert("RGB")
     if max(im.size) > max_side: im = im.copy(); im.thumbnail((max_side, max_side))
     return np.asarray(im)
 
+# %% ../nbs/21_domain.ipynb #9d2e4b71
 def flow_fractions(image) -> tuple[float, float]:
-    "Fractions of pixels that look like colour-flow: (red/orange, blue/cyan); saturated pixels only, yellow/green ignored."
+    "Fractions of pixels that look like colour flow (red/orange, blue/cyan): saturated pixels; yellow, green ignored."
     a = _rgb_array(image)
-    if a.size == 0: raise ValueError("empty image")
+    if a.size == 0: raise UsageError("empty image")
     mx, mn = a.max(-1).astype(np.int16), a.min(-1).astype(np.int16)
     chroma = mx - mn
     hue = np.asarray(Image.fromarray(a).convert("HSV"))[..., 0].astype(np.float32) * (360 / 256)
@@ -64,14 +69,17 @@ def is_doppler(image, threshold: float = DOPPLER_MIN_FRACTION) -> bool:
 # %% ../nbs/21_domain.ipynb #4db447d2
 def mmotu_doppler_table(root=None) -> dict:
     "For every MMOTU image: file name → (doppler_fraction, is_doppler), computed on the original files."
+    from gynlab.core import BadImageError
     from gynlab.data import find_data
     import csv
     folder = find_data("mmotu", root)
     with open(folder / "labels.csv", newline="") as f: rows = list(csv.DictReader(f))
     out = {}
     for r in rows:
-        with Image.open(folder / "images" / r["image"]) as im:
-            red, blue = flow_fractions(im)
+        path = folder / "images" / r["image"]
+        try:
+            with Image.open(path) as im: red, blue = flow_fractions(im)   # not decoded in full: see `_rgb_array`
+        except OSError as e: raise BadImageError(f"{path}: corrupt or unreadable image ({e})") from None
         out[r["image"]] = (red + blue, bool(min(red, blue) >= DOPPLER_MIN_FRACTION))
     return out
 
@@ -88,7 +96,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def scanner_shift(x: torch.Tensor, gain: float = 0.5, gamma: float = 0.7, blur: float = 1.0, noise: float = 0.2,
                   seed: int = 0) -> torch.Tensor:
     "Images (B,C,H,W) in [0,1] as another scanner/preset would show them: blur → gamma → gain → multiplicative noise."
-    if x.ndim != 4: raise ValueError(f"scanner_shift expects a (B,C,H,W) batch, got shape {tuple(x.shape)}")
+    if x.ndim != 4: raise UsageError(f"scanner_shift expects a (B,C,H,W) batch, got shape {tuple(x.shape)}")
     g = torch.Generator().manual_seed(seed)
     y = gaussian_blur(x, blur).clamp(0, 1) ** gamma * gain
     y = y * (1 + noise * torch.randn(y.shape, generator=g)).to(y)
@@ -97,7 +105,7 @@ def scanner_shift(x: torch.Tensor, gain: float = 0.5, gamma: float = 0.7, blur: 
 def images_to_tensor(split, image_size: int = 64, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     "A `datasets` split with image/label columns → (x (N,C,S,S) in [0,1], y (N,) long)."
     from gynlab.transforms import to_unit
-    if len(split) == 0: raise ValueError("empty split: nothing to convert")
+    if len(split) == 0: raise UsageError("empty split: nothing to convert")
     x = torch.stack([to_unit(im, image_size, channels) for im in split["image"]])
     return x, torch.as_tensor(split["label"], dtype=torch.long)
 
@@ -137,47 +145,38 @@ class DANN(nn.Module):
         "Domain (0 source, 1 target) logits, with the gradient into the features reversed and scaled by `lambd`."
         return self.domain_head(grad_reverse(self.cnn.forward_features(x), lambd))
 
-def train_dann(model: DANN, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None = None, *, epochs: int = 12,
-               lr: float = 3e-3, batch_size: int = 32, domain_weight: float = 1.0, seed: int = 0, device=None) -> list[dict]:
-    """Train `model` on labelled source (xs, ys); with unlabelled target images `xt`, adversarially (DANN).
-    Returns one dict per epoch (class loss, domain loss, λ)."""
-    if xs.ndim != 4 or len(xs) != len(ys): raise ValueError(f"xs must be (N,C,H,W) with one label each: got {tuple(xs.shape)} and {len(ys)} labels")
-    if xt is not None and (xt.ndim != 4 or xt.shape[1:] != xs.shape[1:]):
-        raise ValueError(f"target images xt must have the source's (C,H,W) = {tuple(xs.shape[1:])}, got {tuple(xt.shape)}")
-    dev = get_device(device); model.to(dev)
-    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
-    steps = epochs * math.ceil(len(xs) / batch_size)
-    opt = torch.optim.Adam(model.parameters(), lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    hist, step = [], 0
-    for ep in range(epochs):
-        model.train(); tot = dict(epoch=ep, class_loss=0.0, domain_loss=0.0, lambd=0.0); nb = 0
-        for idx in torch.randperm(len(xs), generator=g).split(batch_size):
-            xb, yb = xs[idx].to(dev), ys[idx].to(dev)
-            if xt is None:
-                loss = cls = F.cross_entropy(model(xb), yb); dom = torch.zeros(()); lam = 0.0
-            else:
-                xtb = xt[torch.randint(len(xt), (len(idx),), generator=g)].to(dev)
-                lam = dann_lambda(step / steps)
-                both = torch.cat([xb, xtb])                                    # one pass: shared BatchNorm statistics
-                feats = model.cnn.forward_features(both)
-                cls = F.cross_entropy(model.cnn.head(feats[:len(xb)]), yb)
-                d = torch.cat([torch.zeros(len(xb)), torch.ones(len(xtb))]).long().to(dev)
-                dom = F.cross_entropy(model.domain_head(grad_reverse(feats, lam)), d)
-                loss = cls + domain_weight * dom
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step(); step += 1
-            tot["class_loss"] += cls.item(); tot["domain_loss"] += dom.item(); tot["lambd"] = lam; nb += 1
-        tot["class_loss"] /= nb; tot["domain_loss"] /= nb
-        hist.append(tot)
-    return hist
+# %% ../nbs/21_domain.ipynb #b2f81c0d
+def dann_step(xt: torch.Tensor | None = None, domain_weight: float = 1.0, seed: int = 0, gamma: float = 10.0):
+    """A `fit` training step for a `DANN`: the class loss on the source batch and, with unlabelled target images `xt`,
+    the domain loss through the reversal layer (λ = `dann_lambda(t.progress, gamma)`). Returns {'class', 'domain'}."""
+    g = torch.Generator().manual_seed(seed)
+    def step(t, batch) -> dict:
+        m, (xb, yb) = t.model, t.to_device(batch[:2])
+        if xt is None: cls = t.loss_fn(m(xb), yb); loss, losses = cls, {"class": cls}
+        else:
+            xtb = t.to_device(xt[torch.randint(len(xt), (len(xb),), generator=g)])
+            feats = m.cnn.forward_features(torch.cat([xb, xtb]))           # one pass: shared BatchNorm statistics
+            cls = t.loss_fn(m.cnn.head(feats[:len(xb)]), yb)
+            d = torch.cat([torch.zeros(len(xb)), torch.ones(len(xtb))]).long().to(t.dev)
+            dom = F.cross_entropy(m.domain_head(grad_reverse(feats, dann_lambda(t.progress, gamma))), d)
+            loss, losses = cls + domain_weight * dom, {"class": cls, "domain": dom}
+        t.opt.zero_grad(set_to_none=True); loss.backward(); t.opt.step()
+        return losses
+    return step
 
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128, device=None) -> float:
-    "Accuracy of `model` (in eval mode) on images `x` with labels `y`."
-    from sklearn.metrics import accuracy_score
-    dev = get_device(device); model.to(dev).eval()
-    pred = torch.cat([model(b.to(dev)).argmax(1).cpu() for b in x.split(batch_size)])
-    return float(accuracy_score(y.numpy(), pred.numpy()))
+def train_dann(model: DANN, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor | None = None, *, epochs: int = 12,
+               lr: float = 3e-3, batch_size: int = 32, domain_weight: float = 1.0, seed: int = 0, device=None,
+               progress: bool = False) -> History:
+    """Train `model` with `fit` on labelled source (xs, ys); with unlabelled target images `xt`, adversarially (DANN).
+    Returns the `History` (columns `train_class` and, with `xt`, `train_domain`)."""
+    if xs.ndim != 4 or len(xs) != len(ys):
+        raise UsageError(f"xs must be (N,C,H,W) with one label each: got {tuple(xs.shape)} and {len(ys)} labels")
+    if xt is not None and (xt.ndim != 4 or xt.shape[1:] != xs.shape[1:]):
+        raise UsageError(f"target images xt must have the source's (C,H,W) = {tuple(xs.shape[1:])}, "
+                         f"got {tuple(xt.shape)}")
+    return fit(model, TensorDataset(xs, ys), epochs=epochs, lr=lr, batch_size=batch_size, optimizer="adam",
+               schedule="onecycle", step=dann_step(xt, domain_weight, seed), monitor="train_class", mode="min",
+               seed=seed, device=device, progress=progress)
 
 # %% ../nbs/21_domain.ipynb #691549bb
 @torch.no_grad()
@@ -185,7 +184,7 @@ def adabn(model: nn.Module, x_target, batch_size: int = 64, device=None) -> nn.M
     """AdaBN, in place: reset every BatchNorm layer's running mean/var and re-estimate them (cumulative average)
     from the target images `x_target` (tensor (N,C,H,W) or an iterable of batches). Only BN running stats change."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns: raise ValueError("adabn: the model has no BatchNorm layers, so there are no statistics to adapt")
+    if not bns: raise UsageError("adabn: the model has no BatchNorm layers, so there are no statistics to adapt")
     dev = get_device(device); model.to(dev)
     was, momenta, counts = model.training, [m.momentum for m in bns], [m.num_batches_tracked.clone() for m in bns]
     for m in bns: m.reset_running_stats(); m.momentum = None          # momentum=None: exact average over batches
@@ -196,7 +195,7 @@ def adabn(model: nn.Module, x_target, batch_size: int = 64, device=None) -> nn.M
     for b in batches:
         b = b[0] if isinstance(b, (list, tuple)) else b
         model(b.to(dev)); n += len(b)
-    if n == 0: raise ValueError("adabn: no target images given")
+    if n == 0: raise UsageError("adabn: no target images given")
     for m, mom, c in zip(bns, momenta, counts): m.momentum = mom; m.num_batches_tracked.copy_(c)  # only mean/var differ
     model.train(was)
     return model
@@ -205,8 +204,8 @@ def adabn(model: nn.Module, x_target, batch_size: int = 64, device=None) -> nn.M
 FEATURE_NAMES = ["mean", "std", "p10", "p50", "p90", "dark_fraction", "edge_mean", "local_std"]
 
 def handcrafted_features(x: torch.Tensor, dark: float = 0.15) -> np.ndarray:
-    "Intensity and texture features inside the sector for grey images x (N,1,H,W) in [0,1] → (N, 8) array (FEATURE_NAMES)."
-    if x.ndim != 4 or x.shape[1] != 1: raise ValueError(f"expected grey images (N,1,H,W), got shape {tuple(x.shape)}")
+    "Intensity and texture features inside the sector of grey images x (N,1,H,W) in [0,1] → (N, 8) (FEATURE_NAMES)."
+    if x.ndim != 4 or x.shape[1] != 1: raise UsageError(f"expected grey images (N,1,H,W), got shape {tuple(x.shape)}")
     gy, gx = torch.gradient(x[:, 0], dim=(1, 2))
     edge = torch.hypot(gx, gy)
     mu = F.avg_pool2d(x, 3, 1, 1); local_std = (F.avg_pool2d(x * x, 3, 1, 1) - mu ** 2).clamp_min(0).sqrt()[:, 0]
@@ -215,7 +214,8 @@ def handcrafted_features(x: torch.Tensor, dark: float = 0.15) -> np.ndarray:
         v = x[i, 0]; inside = v > 0.01                               # the sector (outside is black)
         if inside.sum() < 10: inside = torch.ones_like(v, dtype=torch.bool)
         p = v[inside]; q = torch.quantile(p, torch.tensor([0.1, 0.5, 0.9]))
-        out.append([p.mean(), p.std(), *q, (p < dark).float().mean(), edge[i][inside].mean(), local_std[i][inside].mean()])
+        out.append([p.mean(), p.std(), *q, (p < dark).float().mean(), edge[i][inside].mean(),
+                    local_std[i][inside].mean()])
     return np.asarray(torch.tensor(out))
 
 # %% ../nbs/21_domain.ipynb #744a65e2
@@ -238,30 +238,13 @@ def domain_gap(xs, ys, xt, xt_test, yt_test, xs_test, ys_test, *, n_classes: int
     """Train a source-only and a DANN model on labelled source (xs, ys) and unlabelled target images `xt`; return
     accuracy on the source test set and on the target test set before/after AdaBN and with DANN.
     The target labels `yt_test` are used only to measure."""
+    acc = lambda m, x, y: evaluate(m, TensorDataset(x, y), device=device)["accuracy"]
     torch.manual_seed(seed); m = DANN(xs.shape[1], n_classes, width=width)   # both models start from the same weights
     train_dann(m, xs, ys, epochs=epochs, seed=seed, device=device)
-    r = dict(source=accuracy(m, xs_test, ys_test, device=device), target=accuracy(m, xt_test, yt_test, device=device))
-    r["adabn"] = accuracy(adabn(copy.deepcopy(m), xt, device=device), xt_test, yt_test, device=device)
+    r = dict(source=acc(m, xs_test, ys_test), target=acc(m, xt_test, yt_test))
+    r["adabn"] = acc(adabn(copy.deepcopy(m), xt, device=device), xt_test, yt_test)
     torch.manual_seed(seed); d = DANN(xs.shape[1], n_classes, width=width)
     train_dann(d, xs, ys, xt, epochs=epochs, seed=seed, device=device)
-    r["dann_source"] = accuracy(d, xs_test, ys_test, device=device)
-    r["dann"] = accuracy(d, xt_test, yt_test, device=device)
-    r["dann+adabn"] = accuracy(adabn(d, xt, device=device), xt_test, yt_test, device=device)
-    return r
-
-def phantom_gap(seed: int = 0, image_size: int = 64, epochs: int = 12, device=None, **shift) -> dict:
-    "The lesson's phantom experiment in one call (source: seed; target: other patients through `scanner_shift(**shift)`)."
-    from gynlab.phantoms import phantom_pelvic_us
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    src = phantom_pelvic_us(n=500, image_size=image_size, seed=seed)
-    tgt = phantom_pelvic_us(n=300, image_size=image_size, seed=seed + 1000)
-    xs, ys = images_to_tensor(src["train"], image_size); xs_test, ys_test = images_to_tensor(src["test"], image_size)
-    xt, _ = images_to_tensor(tgt["train"], image_size); xtt, ytt = images_to_tensor(tgt["test"], image_size)
-    xt, xtt = scanner_shift(xt, seed=seed + 1, **shift), scanner_shift(xtt, seed=seed + 2, **shift)
-    r = domain_gap(xs, ys, xt, xtt, ytt, xs_test, ys_test, n_classes=3, epochs=epochs, seed=seed, device=device)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(handcrafted_features(xs), ys.numpy())
-    r["handcrafted_source"] = float(clf.score(handcrafted_features(xs_test), ys_test.numpy()))
-    r["handcrafted_target"] = float(clf.score(handcrafted_features(xtt), ytt.numpy()))
+    r.update(dann_source=acc(d, xs_test, ys_test), dann=acc(d, xt_test, yt_test))
+    r["dann+adabn"] = acc(adabn(d, xt, device=device), xt_test, yt_test)
     return r

@@ -14,31 +14,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import UsageError, atomic_path, check_number, open_image
 
 # %% auto #0
-__all__ = ['METHODS', 'FAST_METHODS', 'SIGNED_METHODS', 'lesson_cnn', 'is_segmenter', 'gradcam_layer', 'SegmentationScore',
-           'attribute', 'attribution_in_mask', 'plot_attributions', 'perturbation_curve', 'curve_auc',
-           'randomized_copy', 'rank_correlation', 'sanity_check', 'attention_rollout', 'rollout_map']
-
-# %% ../nbs/50_interpret.ipynb #2f54b946
-_LESSON_CACHE: dict = {}
-
-def lesson_cnn(image_size: int = 48, n: int = 300, epochs: int = 6, seed: int = 0, device=None, width: int = 8):
-    "The lessons' SmallCNN trained for seconds on phantom Pap-smear cells (Bethesda NILM/LSIL/HSIL): (model, DatasetDict, class names). Cached per process."
-    key = (image_size, n, epochs, seed, str(device), width)
-    if key not in _LESSON_CACHE:
-        from gynlab.data import load
-        from gynlab.transforms import to_torch
-        from gynlab.models.cnn import SmallCNN
-        from gynlab.train import fit
-        cyto = load("phantom-cytology", n=n, image_size=image_size, seed=seed)
-        tr, va = (to_torch(cyto[s], image_size=image_size, target="bethesda", cache=True) for s in ("train", "validation"))
-        torch.manual_seed(seed)
-        model = SmallCNN(in_channels=3, n_classes=3, width=width, depth=4)
-        fit(model, tr, va, epochs=epochs, lr=2e-3, weight_decay=1e-4, batch_size=32, seed=seed, device=device, progress=False,
-            monitor="balanced_accuracy", restore_best=True)
-        _LESSON_CACHE[key] = (model.eval(), cyto, cyto["train"].features["bethesda"].names)
-    return _LESSON_CACHE[key]
+__all__ = ['METHODS', 'FAST_METHODS', 'SIGNED_METHODS', 'is_segmenter', 'gradcam_layer', 'SegmentationScore', 'attribute',
+           'attribution_in_mask', 'plot_attributions', 'perturbation_curve', 'curve_auc', 'randomized_copy',
+           'rank_correlation', 'sanity_check', 'overlay_rgba', 'blend', 'explain_image', 'explain_file']
 
 # %% ../nbs/50_interpret.ipynb #0ff96a11
 METHODS = ("saliency", "gradcam", "input_x_gradient", "guided_backprop", "smoothgrad",
@@ -46,7 +27,6 @@ METHODS = ("saliency", "gradcam", "input_x_gradient", "guided_backprop", "smooth
 FAST_METHODS = ("saliency", "gradcam", "input_x_gradient", "guided_backprop")  # one backward pass each
 SIGNED_METHODS = ("input_x_gradient", "integrated_gradients", "gradient_shap", "occlusion", "guided_backprop")
 
-# %% ../nbs/50_interpret.ipynb #9bc2b3dc
 _PROBES = weakref.WeakKeyDictionary()   # model → {(input shape): probe}
 
 def _probe(model: nn.Module, x: torch.Tensor) -> dict:
@@ -77,7 +57,8 @@ def gradcam_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
     if own is not None: return own() if callable(own) and not isinstance(own, nn.Module) else own
     p = _probe(model, x)
     convs = [(m, s) for m, s in p["convs"] if len(s) == 4 and s[2] * s[3] > 1]   # spatial maps only
-    if not convs: raise ValueError(f"{type(model).__name__} has no Conv2d with a spatial output: pass layer= to use Grad-CAM")
+    if not convs:
+        raise UsageError(f"{type(model).__name__} has no Conv2d with a spatial output: pass layer= to use Grad-CAM")
     if p["out_ndim"] == 4 and len(convs) > 1:
         m, s = convs[-1]
         if m.kernel_size == (1, 1) and s[1] == p["out_shape"][1]: return convs[-2][0]   # skip the logits head
@@ -85,34 +66,39 @@ def gradcam_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
 
 # %% ../nbs/50_interpret.ipynb #b638518d
 class SegmentationScore(nn.Module):
-    "Wrap a segmenter (B,K,H,W logits) as a scorer (B,K): class-k logits summed over `region` (None: all pixels, a (H,W) mask, or 'predicted')."
+    """Wrap a segmenter (B,K,H,W logits) as a scorer (B,K): class-k logits summed over `region`
+    (None: all pixels, a (H,W) mask, or 'predicted')."""
     def __init__(self, model: nn.Module, region=None):
         super().__init__()
         self.model, self.region = model, region
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)                                       # (B, K, H, W)
-        if logits.ndim != 4: raise ValueError(f"SegmentationScore needs (B,K,H,W) logits, got shape {tuple(logits.shape)}")
+        if logits.ndim != 4:
+            raise UsageError(f"SegmentationScore needs (B,K,H,W) logits, got shape {tuple(logits.shape)}")
         if self.region is None: return logits.sum((2, 3))
         if isinstance(self.region, str):
-            if self.region != "predicted": raise ValueError(f"region={self.region!r}: use None, a mask or 'predicted'")
+            if self.region != "predicted": raise UsageError(f"region={self.region!r}: use None, a mask or 'predicted'")
             with torch.no_grad(): w = F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).to(logits)
             return (logits * w).sum((2, 3))
         r = torch.as_tensor(self.region, device=logits.device).to(logits.dtype)
         if r.shape[-2:] != logits.shape[-2:]:
-            raise ValueError(f"region mask has shape {tuple(r.shape)}, the logits are {tuple(logits.shape[-2:])}")
+            raise UsageError(f"region mask has shape {tuple(r.shape)}, the logits are {tuple(logits.shape[-2:])}")
         return (logits * r.reshape(-1, 1, *r.shape[-2:])).sum((2, 3))
 
 def _inner(model): return model.model if isinstance(model, SegmentationScore) else model
 
 # %% ../nbs/50_interpret.ipynb #00dd828b
 def _targets(model, x, target):
-    "None → the predicted class of each image; int / sequence / tensor → a (B,) long tensor."
+    "None → the predicted class of each image; int / sequence / tensor → a (B,) long tensor in range."
     if target is None:
         with torch.no_grad(): return model(x).argmax(1)
     t = torch.as_tensor(target, device=x.device).long().flatten()
     if t.numel() == 1: t = t.expand(x.shape[0])
-    if t.numel() != x.shape[0]: raise ValueError(f"{t.numel()} targets for {x.shape[0]} images")
+    if t.numel() != x.shape[0]: raise UsageError(f"{t.numel()} targets for {x.shape[0]} images")
+    n_out = _probe(_inner(model), x)["out_shape"][1]
+    bad = [int(v) for v in t.tolist() if not 0 <= v < n_out]
+    if bad: raise UsageError(f"target class {bad[0]} is out of range: the model has {n_out} classes (0..{n_out - 1})")
     return t
 
 class _NoInplace:
@@ -127,35 +113,67 @@ def _reduce(a: torch.Tensor, reduce):
     if reduce is None: return a
     if reduce == "sum": return a.sum(1)
     if reduce == "abs": return a.abs().sum(1)
-    raise ValueError(f"reduce={reduce!r}: use 'sum', 'abs' or None")
+    raise UsageError(f"reduce={reduce!r}: use 'sum', 'abs' or None")
 
 # %% ../nbs/50_interpret.ipynb #6d02bd16
+def _attribute(ca, model, x, tgt, method, layer, base, batch_size, **kw):
+    B, C, H, W = x.shape
+    if method == "saliency": return ca.Saliency(model).attribute(x, target=tgt, abs=kw.pop("abs", True), **kw)
+    if method == "input_x_gradient": return ca.InputXGradient(model).attribute(x, target=tgt, **kw)
+    if method == "guided_backprop": return ca.GuidedBackprop(model).attribute(x, target=tgt, **kw)
+    if method == "gradcam":
+        layer = layer if layer is not None else gradcam_layer(model, x)
+        relu, mode = kw.pop("relu_attributions", True), kw.pop("interpolate_mode", "bilinear")
+        cam = ca.LayerGradCam(model, layer).attribute(x, target=tgt, relu_attributions=relu, **kw)
+        return ca.LayerAttribution.interpolate(cam, (H, W), interpolate_mode=mode)  # (B,1,H,W)
+    if method == "integrated_gradients":
+        return ca.IntegratedGradients(model).attribute(x, baselines=base, target=tgt, n_steps=kw.pop("n_steps", 32),
+                                                       internal_batch_size=batch_size, **kw)
+    if method == "smoothgrad":
+        return ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            x, target=tgt, nt_type="smoothgrad", nt_samples=kw.pop("nt_samples", 10), stdevs=kw.pop("stdevs", 0.15),
+            nt_samples_batch_size=batch_size, **kw)
+    if method == "gradient_shap":
+        n = kw.pop("n_samples", 16)
+        gs, chunk = ca.GradientShap(model), max(1, batch_size // n)      # no internal batching: chunk the images
+        baselines = base[:1] if base.shape[0] == B else base
+        return torch.cat([gs.attribute(x[i:i + chunk], baselines=baselines, target=tgt[i:i + chunk], n_samples=n,
+                                       stdevs=kw.get("stdevs", 0.0), **{k: v for k, v in kw.items() if k != "stdevs"})
+                          for i in range(0, B, chunk)])
+    if method == "occlusion":
+        w = kw.pop("window", max(4, H // 8))
+        s = kw.pop("stride", max(1, w // 2))
+        return ca.Occlusion(model).attribute(x, sliding_window_shapes=(C, w, w), strides=(C, s, s),
+                                             baselines=0 if base is None else base, target=tgt,
+                                             perturbations_per_eval=batch_size, **kw)
+    raise AssertionError(method)
+
+# %% ../nbs/50_interpret.ipynb #9bc2b3dc
 def attribute(model: nn.Module, x: torch.Tensor, target=None, method: str = "saliency", layer: nn.Module | None = None,
               baseline=None, batch_size: int = 64, reduce: str | None = "sum", region=None, **kw) -> torch.Tensor:
     """Attribution map of `method` for `target` (class index/indices; None: predicted class). x (B,C,H,W) → (B,H,W)
-    (or (C,H,W) → (H,W)); `reduce=None` keeps channels. Segmenters are wrapped in `SegmentationScore(model, region)`.
-    `batch_size` bounds the inputs per forward pass (IG, GradientSHAP, SmoothGrad, Occlusion). Extra `kw` go to Captum."""
+    (or (C,H,W) → (H,W)); `reduce=None` keeps channels. Segmenters are wrapped in `SegmentationScore(model, region)`
+    (`region`: None, 'predicted', a (H,W) mask or one mask per image). `batch_size` bounds the inputs per forward pass
+    (IG, GradientSHAP, SmoothGrad, Occlusion). Extra `kw` go to Captum."""
     import captum.attr as ca
-    if method not in METHODS: raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in METHODS: raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     single = x.ndim == 3
     if single: x = x[None]
-    if x.ndim != 4: raise ValueError(f"expected images (B,C,H,W) or (C,H,W), got shape {tuple(x.shape)}")
-    x = x.detach()
-    was_training = model.training
+    if x.ndim != 4: raise UsageError(f"expected images (B,C,H,W) or (C,H,W), got shape {tuple(x.shape)}")
+    x, was_training = x.detach(), model.training
     model.eval()
     try:
         if not isinstance(model, SegmentationScore) and is_segmenter(model, x):
-            if region is not None and not isinstance(region, str) and torch.as_tensor(region).ndim == 3 and len(region) > 1:
-                tgts = [None] * len(x) if target is None else _targets(model, x, target).tolist()   # one region per image
-                out = torch.cat([attribute(model, x[i:i + 1], tgts[i], method, layer, baseline, batch_size, reduce, region[i], **kw)
-                                 for i in range(len(x))])
+            per_image = region is not None and not isinstance(region, str) and torch.as_tensor(region).ndim == 3
+            if per_image and len(region) > 1:
+                tgts = [None] * len(x) if target is None else _targets(model, x, target).tolist()   # a region per image
+                out = torch.cat([attribute(model, x[i:i + 1], tgts[i], method, layer, baseline, batch_size, reduce,
+                                           region[i], **kw) for i in range(len(x))])
                 return out[0] if single else out
             model = SegmentationScore(model, region)
         tgt = _targets(model, x, target)
-        n_out = _probe(_inner(model), x)["out_shape"][1]
-        if int(tgt.max()) >= n_out or int(tgt.min()) < 0:
-            raise ValueError(f"target class {int(tgt.max()) if int(tgt.max()) >= n_out else int(tgt.min())} is out of range: the model has {n_out} classes (0..{n_out - 1})")
-        base = None if baseline is None else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x).contiguous()
+        base = None if baseline is None else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+        if base is not None: base = base.contiguous()
         if base is None and method in ("integrated_gradients", "gradient_shap"): base = torch.zeros_like(x)
         with _NoInplace(model), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(did not already require gradients|Setting backward hooks).*")
@@ -165,46 +183,17 @@ def attribute(model: nn.Module, x: torch.Tensor, target=None, method: str = "sal
     out = _reduce(a.detach(), reduce)
     return out[0] if single else out
 
-def _attribute(ca, model, x, tgt, method, layer, base, batch_size, **kw):
-    B, C, H, W = x.shape
-    if method == "saliency": return ca.Saliency(model).attribute(x, target=tgt, abs=kw.pop("abs", True), **kw)
-    if method == "input_x_gradient": return ca.InputXGradient(model).attribute(x, target=tgt, **kw)
-    if method == "guided_backprop": return ca.GuidedBackprop(model).attribute(x, target=tgt, **kw)
-    if method == "gradcam":
-        layer = layer if layer is not None else gradcam_layer(model, x)
-        cam = ca.LayerGradCam(model, layer).attribute(x, target=tgt, relu_attributions=kw.pop("relu_attributions", True), **kw)
-        return ca.LayerAttribution.interpolate(cam, (H, W), interpolate_mode=kw.pop("interpolate_mode", "bilinear"))  # (B,1,H,W)
-    if method == "integrated_gradients":
-        return ca.IntegratedGradients(model).attribute(x, baselines=base, target=tgt, n_steps=kw.pop("n_steps", 32),
-                                                       internal_batch_size=batch_size, **kw)
-    if method == "smoothgrad":
-        return ca.NoiseTunnel(ca.Saliency(model)).attribute(x, target=tgt, nt_type="smoothgrad", nt_samples=kw.pop("nt_samples", 10),
-                                                            stdevs=kw.pop("stdevs", 0.15), nt_samples_batch_size=batch_size, **kw)
-    if method == "gradient_shap":
-        n = kw.pop("n_samples", 16)
-        gs, chunk = ca.GradientShap(model), max(1, batch_size // n)      # GradientShap has no internal batching: chunk the images
-        baselines = base[:1] if base.shape[0] == B else base
-        return torch.cat([gs.attribute(x[i:i + chunk], baselines=baselines, target=tgt[i:i + chunk], n_samples=n,
-                                       stdevs=kw.get("stdevs", 0.0), **{k: v for k, v in kw.items() if k != "stdevs"})
-                          for i in range(0, B, chunk)])
-    if method == "occlusion":
-        w = kw.pop("window", max(4, H // 8))
-        s = kw.pop("stride", max(1, w // 2))
-        return ca.Occlusion(model).attribute(x, sliding_window_shapes=(C, w, w), strides=(C, s, s), baselines=0 if base is None else base, target=tgt,
-                                             perturbations_per_eval=batch_size, **kw)
-    raise AssertionError(method)
-
 # %% ../nbs/50_interpret.ipynb #2d42df8f
 def attribution_in_mask(attr: torch.Tensor, mask: torch.Tensor, kind: str = "abs") -> torch.Tensor:
-    "Share of attribution mass inside `mask` per image: attr (B,H,W), mask (B,H,W) or (H,W) bool → (B,). kind: 'abs' or 'positive'."
+    "Share of attribution mass inside `mask`: attr (B,H,W), mask (B,H,W) or (H,W) bool → (B,); kind 'abs'/'positive'."
     a = attr.abs() if kind == "abs" else attr.clamp_min(0) if kind == "positive" else None
-    if a is None: raise ValueError(f"kind={kind!r}: use 'abs' or 'positive'")
+    if a is None: raise UsageError(f"kind={kind!r}: use 'abs' or 'positive'")
     m = torch.as_tensor(mask, device=attr.device).bool().expand_as(a)
     return (a * m).flatten(1).sum(1) / a.flatten(1).sum(1).clamp_min(1e-12)
 
 # %% ../nbs/50_interpret.ipynb #31a98289
-def plot_attributions(img: torch.Tensor, maps: dict, title: str = "", mask: torch.Tensor | None = None) -> go.Figure:
-    "One row: the image (C,H,W in [0,1]) then each method's (H,W) map (abs-normalised); nucleus/lesion `mask` outlined."
+def plot_attributions(img: torch.Tensor, maps: dict, title: str = "", mask: torch.Tensor | None = None):
+    "One plotly row: the image (C,H,W in [0,1]), then each method's (H,W) map (abs-normalised); `mask` outlined."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     names = list(maps)
@@ -216,10 +205,12 @@ def plot_attributions(img: torch.Tensor, maps: dict, title: str = "", mask: torc
         a = a / (np.abs(a).max() + 1e-12)
         fig.add_trace(go.Heatmap(z=a, zmin=-1, zmax=1, colorscale="RdBu_r", showscale=False), 1, j)
         if mask is not None:
-            fig.add_trace(go.Contour(z=np.asarray(mask, dtype=float), contours=dict(start=0.5, end=0.5, coloring="none"),
-                                     line=dict(color="black", width=1), showscale=False, hoverinfo="skip"), 1, j)
+            outline = dict(start=0.5, end=0.5, coloring="none")
+            fig.add_trace(go.Contour(z=np.asarray(mask, dtype=float), contours=outline, showscale=False,
+                                     line=dict(color="black", width=1), hoverinfo="skip"), 1, j)
     fig.update_xaxes(visible=False); fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
-    fig.update_layout(height=190, width=130 * (len(names) + 1), margin=dict(l=0, r=0, t=40, b=0), title=title, title_font_size=12)
+    fig.update_layout(height=190, width=130 * (len(names) + 1), margin=dict(l=0, r=0, t=40, b=0), title=title,
+                      title_font_size=12)
     return fig
 
 # %% ../nbs/50_interpret.ipynb #ccf0de6f
@@ -227,12 +218,14 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, ta
                        n_steps: int = 20, baseline=None, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Deletion/insertion curve: fraction of pixels changed (S+1,) and the target class probability (B, S+1), pixels
     taken in order of decreasing attribution (B,H,W). Deletion: image → baseline; insertion: baseline → image."""
-    if kind not in ("deletion", "insertion"): raise ValueError(f"kind={kind!r}: use 'deletion' or 'insertion'")
-    if attr.shape != (x.shape[0], *x.shape[2:]): raise ValueError(f"attr shape {tuple(attr.shape)} does not match images {tuple(x.shape)}")
+    if kind not in ("deletion", "insertion"): raise UsageError(f"kind={kind!r}: use 'deletion' or 'insertion'")
+    if attr.shape != (x.shape[0], *x.shape[2:]):
+        raise UsageError(f"attr shape {tuple(attr.shape)} does not match images {tuple(x.shape)}")
     B, C, H, W = x.shape
     was_training = model.training; model.eval()
     tgt = _targets(model, x, target)
-    base = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+    base = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    base = base.expand_as(x)
     order = attr.flatten(1).argsort(1, descending=True)                           # (B, H*W) most important first
     rank = torch.empty_like(order); rank.scatter_(1, order, torch.arange(H * W, device=x.device).expand(B, -1))
     fractions = np.linspace(0, 1, n_steps + 1)
@@ -240,7 +233,7 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, ta
     try:
         with torch.no_grad():
             for b in range(B):
-                k = torch.as_tensor(np.round(fractions * H * W), device=x.device).long()          # pixels changed per step
+                k = torch.as_tensor(np.round(fractions * H * W), device=x.device).long()     # pixels changed per step
                 changed = (rank[b][None] < k[:, None]).view(-1, 1, H, W).to(x.dtype)             # (S+1, 1, H, W)
                 src, dst = (x[b], base[b]) if kind == "deletion" else (base[b], x[b])
                 imgs = src * (1 - changed) + dst * changed                                        # (S+1, C, H, W)
@@ -257,9 +250,11 @@ def curve_auc(fractions, probs) -> np.ndarray:
 
 # %% ../nbs/50_interpret.ipynb #409e63b7
 def randomized_copy(model: nn.Module, seed: int = 0, top: int | None = None) -> nn.Module:
-    "Deep copy with re-initialised weights (`reset_parameters`; BatchNorm stats reset): all layers, or the last `top` layers (cascading)."
+    """Deep copy with re-initialised weights (`reset_parameters`; BatchNorm stats reset): all layers, or the last
+    `top` layers (cascading)."""
     m = copy.deepcopy(model)
-    layers = [l for l in m.modules() if hasattr(l, "reset_parameters") and any(True for _ in l.parameters(recurse=False))]
+    has_own = lambda l: next(l.parameters(recurse=False), None) is not None
+    layers = [l for l in m.modules() if hasattr(l, "reset_parameters") and has_own(l)]
     if top is not None: layers = layers[-top:]
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -272,38 +267,97 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     "Spearman rank correlation of |a| and |b| per image: (B,H,W) twice → (B,)."
     from scipy.stats import spearmanr
     a, b = a.detach().abs().flatten(1).cpu().numpy(), b.detach().abs().flatten(1).cpu().numpy()
-    with warnings.catch_warnings():                                   # a constant map (e.g. an all-zero Grad-CAM) has no ranks: NaN
+    with warnings.catch_warnings():                   # a constant map (e.g. an all-zero Grad-CAM) has no ranks: NaN
         warnings.simplefilter("ignore")
         return np.array([spearmanr(u, v).statistic for u, v in zip(a, b)])
 
-def sanity_check(model: nn.Module, x: torch.Tensor, target=None, methods: Sequence[str] = METHODS, seed: int = 0, **kw) -> dict:
-    "Mean rank correlation between each method's maps on `model` and on a weight-randomised copy (high = fails the check)."
+def sanity_check(model: nn.Module, x: torch.Tensor, target=None, methods: Sequence[str] = METHODS, seed: int = 0,
+                 **kw) -> dict:
+    "Mean rank correlation between each method's maps on `model` and on a weight-randomised copy (high: fails)."
     rnd = randomized_copy(model, seed).to(next(model.parameters()).device)
     tgt = _targets(model.eval(), x, target)
-    return {m: float(np.nanmean(rank_correlation(attribute(model, x, tgt, m, **kw), attribute(rnd, x, tgt, m, **kw)))) for m in methods}
+    rho = lambda m: rank_correlation(attribute(model, x, tgt, m, **kw), attribute(rnd, x, tgt, m, **kw))
+    return {m: float(np.nanmean(rho(m))) for m in methods}
 
-# %% ../nbs/50_interpret.ipynb #982be770
-def attention_rollout(attn_maps: Sequence[torch.Tensor], head_fusion: str = "mean", residual: bool = True,
-                      discard_ratio: float = 0.0) -> torch.Tensor:
-    "Attention rollout: list of (B, heads, N, N) attention matrices (first layer first) → (B, N, N) token-to-token flow."
-    if not len(attn_maps): raise ValueError("attention_rollout needs at least one attention matrix")
-    out = None
-    for a in attn_maps:
-        if a.ndim == 3: a = a[:, None]
-        if a.ndim != 4 or a.shape[-1] != a.shape[-2]: raise ValueError(f"expected (B, heads, N, N) attention, got {tuple(a.shape)}")
-        a = {"mean": a.mean(1), "max": a.amax(1), "min": a.amin(1)}[head_fusion]           # (B, N, N)
-        if discard_ratio > 0:                                                             # drop the weakest links (not the CLS column)
-            flat = a.flatten(1); k = int(flat.shape[1] * discard_ratio)
-            idx = flat.topk(k, dim=1, largest=False).indices
-            flat = flat.scatter(1, idx, 0.0); a = flat.view_as(a)
-        if residual: a = a + torch.eye(a.shape[-1], device=a.device)
-        a = a / a.sum(-1, keepdim=True)
-        out = a if out is None else a @ out
-    return out
+# %% ../nbs/50_interpret.ipynb #450bb6b9
+_LUTS: dict = {}
 
-def rollout_map(attn_maps: Sequence[torch.Tensor], grid: tuple[int, int], image_size: tuple[int, int] | None = None, **kw) -> torch.Tensor:
-    "Class-token row of the rollout over the patch tokens, as a (B, h, w) map (upsampled to `image_size` if given); token 0 is CLS."
-    r = attention_rollout(attn_maps, **kw)[:, 0, 1:]                                      # (B, N-1)
-    m = r.reshape(-1, 1, *grid)
-    if image_size is not None: m = F.interpolate(m, size=image_size, mode="bilinear", align_corners=False)
-    return m[:, 0]
+def _lut(name: str) -> np.ndarray:
+    "Plotly colour scale `name` sampled at 256 levels: (256, 3) uint8, computed once."
+    if name not in _LUTS:
+        from plotly.colors import sample_colorscale, unlabel_rgb
+        cols = sample_colorscale(name, np.linspace(0, 1, 256))
+        _LUTS[name] = np.array([unlabel_rgb(c) for c in cols], dtype=np.float32).round().astype(np.uint8)
+    return _LUTS[name]
+
+def overlay_rgba(attr: np.ndarray, signed: bool = False, q: float = 99.0) -> np.ndarray:
+    """Attribution (H,W) → RGBA uint8 (H,W,4): scaled by its q-th percentile of |values|, coloured (RdBu or Hot),
+    weak values transparent."""
+    a = np.asarray(attr, dtype=np.float32)
+    a = np.clip(a / (np.percentile(np.abs(a), q) + 1e-12), -1, 1)
+    if signed: lut, idx = _lut("RdBu_r"), ((a + 1) * 127.5).astype(np.uint8)
+    else: a = np.abs(a); lut, idx = _lut("Hot"), (a * 255).astype(np.uint8)
+    alpha = (np.abs(a) ** 0.7 * 255).astype(np.uint8)
+    return np.dstack([lut[idx], alpha])
+
+def blend(rgb: np.ndarray, rgba: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    "Alpha-blend an RGBA overlay (H,W,4) into an RGB image (H,W,3), both uint8, at `opacity` (0..1)."
+    w = rgba[..., 3:].astype(np.float32) / 255 * opacity
+    out = rgb.astype(np.float32) * (1 - w) + rgba[..., :3].astype(np.float32) * w
+    return out.round().clip(0, 255).astype(np.uint8)
+
+# %% ../nbs/50_interpret.ipynb #e1b7a3d2
+def _class_index(target, probs: np.ndarray, classes) -> int:
+    "None → the predicted class; a class name from `classes`; or an index (int or digit string) in range."
+    if target is None: return int(probs.argmax())
+    if classes and str(target) in classes: return list(classes).index(str(target))
+    if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.isdigit()):
+        if 0 <= int(target) < len(probs): return int(target)
+    known = ", ".join(classes) if classes else f"0..{len(probs) - 1}"
+    raise UsageError(f"unknown class {target!r}: the model knows {known}")
+
+def explain_image(model: nn.Module, image, cfg: dict | None = None, method: str = "gradcam", target=None,
+                  opacity: float = 0.6, **kw) -> tuple[np.ndarray, np.ndarray, int]:
+    """Explain one image: (the image with `method`'s overlay, RGB uint8 (S,S,3); class probabilities (K,); the
+    explained class). `image`: a path, PIL image or array, preprocessed with `cfg` (a run's config: image_size,
+    channels, mean, std, classes), or a (C,H,W) tensor already preprocessed. `target`: None (the predicted class), an
+    index or a class name. A segmenter explains the pixels it assigns to the class; its probabilities are the
+    classes' shares of the image."""
+    from gynlab.transforms import denormalize, preprocess
+    cfg = dict(cfg or {})
+    if method not in METHODS: raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_number("opacity", opacity, lo=0, hi=1)
+    if torch.is_tensor(image): x = image.detach().float()
+    elif "image_size" not in cfg: raise UsageError("explain_image: pass cfg (image_size, channels, mean, std)")
+    else: x = preprocess(open_image(image), cfg["image_size"], cfg.get("channels", 3), cfg.get("mean"), cfg.get("std"))
+    if x.ndim != 3: raise UsageError(f"explain_image explains one image (C,H,W), got shape {tuple(x.shape)}")
+    dev = next(model.parameters()).device
+    xb, was = x[None].to(dev), model.training
+    model.eval()
+    try:
+        with torch.no_grad(): out = model(xb)
+    finally: model.train(was)
+    seg = out.ndim == 4
+    probs = (out.softmax(1).mean((2, 3)) if seg else out.softmax(1))[0].double().cpu().numpy()
+    t = _class_index(target, probs, cfg.get("classes"))
+    a = attribute(model, xb, t, method, region="predicted" if seg else None, **kw)[0].float().cpu().numpy()
+    shown = denormalize(x, cfg.get("mean"), cfg.get("std")).clamp(0, 1)
+    rgb = (shown.expand(3, -1, -1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return blend(rgb, overlay_rgba(a, method in SIGNED_METHODS), opacity), probs, t
+
+# %% ../nbs/50_interpret.ipynb #5a1c0e22
+def explain_file(run, image, out, *, method: str = "gradcam", target=None, device=None, opacity: float = 0.6) -> dict:
+    """What `gynlab explain` does: `explain_image` for one image file and a classification run folder, written to
+    the PNG `out` (atomically; never over an input). Returns the prediction, its probability, the explained class
+    and `out`."""
+    from gynlab.runs import load_run
+    from gynlab.core import check_output
+    check_output(out, inputs=[image, run], what="--out")
+    net, cfg = load_run(run, device, task="classify")
+    rgb, probs, t = explain_image(net, image, cfg, method, target, opacity)
+    with atomic_path(out, inputs=[image, run], what="--out") as tmp:
+        from PIL import Image
+        Image.fromarray(rgb).save(tmp, format="PNG")
+    k = int(probs.argmax())
+    return {"prediction": cfg["classes"][k], "probability": float(probs[k]), "explained": cfg["classes"][t],
+            "method": method, "out": str(out)}

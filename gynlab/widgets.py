@@ -11,46 +11,66 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .interpret import FAST_METHODS, METHODS, SIGNED_METHODS, attribute, is_segmenter
+from .core import UsageError, get_device
+from .interpret import FAST_METHODS, METHODS, SIGNED_METHODS, attribute, is_segmenter, overlay_rgba
 
 # %% auto #0
-__all__ = ['overlay_rgba', 'View', 'Explorer', 'explain_image']
+__all__ = ['View', 'Explorer']
 
 # %% ../nbs/51_explorer.ipynb #879a775e
-def _lut(name: str) -> np.ndarray:
-    from plotly.colors import sample_colorscale, unlabel_rgb
-    cols = sample_colorscale(name, np.linspace(0, 1, 256))
-    return np.array([unlabel_rgb(c) for c in cols], dtype=np.float32).round().astype(np.uint8)   # (256, 3)
+def _torch_view(dataset, image_size, channels, target, mean, std):
+    "A datasets split → TorchSplit of (x, y), y from column `target` (None: no truth); a torch dataset as it is."
+    if hasattr(dataset, "features") and hasattr(dataset, "column_names"):
+        from gynlab.transforms import to_torch
+        if target is not None and target not in dataset.column_names:
+            cols = ", ".join(dataset.column_names)
+            raise UsageError(f"target={target!r} is not a column of this dataset (columns: {cols})")
+        return to_torch(dataset, image_size or 64, channels, target, mean=mean, std=std, cache=True)
+    return dataset
 
-_LUTS: dict = {}
+# %% ../nbs/51_explorer.ipynb #5c3e1a90
+class _Cases:
+    "The cases of an explorer: inputs, truth, the model's probabilities (each computed once), labels and mistakes."
+    def _item(self, i):
+        if i not in self._items:
+            it = self.data[int(i)]
+            x, y = (it if isinstance(it, (tuple, list)) else (it, None))[:2]
+            # masks and -1: no truth
+            y = None if y is None or (torch.is_tensor(y) and y.ndim > 0) or int(y) < 0 else int(y)
+            self._items[i] = (torch.as_tensor(x).float(), y)
+        return self._items[i]
 
-def _png_uri(rgb_or_rgba: np.ndarray) -> str:
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(rgb_or_rgba).save(buf, format="png", compress_level=0)   # speed over size: it goes to a local browser
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    def _probs_of(self, i):
+        if i not in self._probs:
+            with torch.no_grad():
+                out = self.model(self._item(i)[0][None].to(self.device))
+                # segmenter: class share of the image
+                p = out.softmax(1).mean((2, 3)) if out.ndim == 4 else out.softmax(1)
+            self._probs[i] = p[0].cpu().numpy()
+        return self._probs[i]
 
-# %% ../nbs/51_explorer.ipynb #450bb6b9
-def overlay_rgba(attr: np.ndarray, signed: bool = False, q: float = 99.0) -> np.ndarray:
-    "Attribution (H,W) → RGBA uint8 (H,W,4): scaled by its q-th percentile of |values|, coloured (RdBu or Hot), weak values transparent."
-    a = np.asarray(attr, dtype=np.float32)
-    s = np.percentile(np.abs(a), q) + 1e-12
-    a = np.clip(a / s, -1, 1)
-    if signed:
-        if "RdBu_r" not in _LUTS: _LUTS["RdBu_r"] = _lut("RdBu_r")
-        lut = _LUTS["RdBu_r"]
-        idx = ((a + 1) * 127.5).astype(np.uint8)
-    else:
-        if "Hot" not in _LUTS: _LUTS["Hot"] = _lut("Hot")
-        lut = _LUTS["Hot"]
-        a = np.abs(a); idx = (a * 255).astype(np.uint8)
-    alpha = (np.abs(a) ** 0.7 * 255).astype(np.uint8)
-    return np.dstack([lut[idx], alpha])
+    def errors(self) -> list[int]:
+        "The cases whose truth is known and differs from the model's prediction (marked ✗)."
+        truth = [self._item(i)[1] for i in range(self.n)]
+        return [i for i, y in enumerate(truth) if y is not None and y != int(self._probs_of(i).argmax())]
+
+    def _case_label(self, i):
+        try:
+            p = self._probs_of(i); k = int(p.argmax()); y = self._item(i)[1]
+            truth = f"truth {self.class_names[y]}, " if y is not None and y < len(self.class_names) else ""
+            return f"#{i}: {truth}pred {self.class_names[k]} ({p[k]:.2f}){' ✗' if y is not None and y != k else ''}"
+        except Exception: return f"#{i}"
+
+    def _display_rgb(self, i):
+        from gynlab.transforms import denormalize
+        x = self._item(i)[0]
+        img = denormalize(x, self.mean, self.std) if x.shape[0] in (1, 3) else x[:3]
+        return (img.expand(3, -1, -1).permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
 
 # %% ../nbs/51_explorer.ipynb #ef3d56fb
 @dataclass
@@ -78,84 +98,16 @@ class _LRU(OrderedDict):
         self[k] = v; self.move_to_end(k)
         while len(self) > self.size: self.popitem(last=False)
 
-def _torch_view(dataset, image_size, channels):
-    "A datasets split → TorchSplit; a torch dataset or (N,C,H,W) tensor is used as it is."
-    if hasattr(dataset, "features") and hasattr(dataset, "column_names"):
-        from gynlab.transforms import to_torch
-        target = "label" if "label" in dataset.column_names else ("mask" if "mask" in dataset.column_names else None)
-        return to_torch(dataset, image_size=image_size or 64, channels=channels, target=target, cache=True)
-    return dataset
+def _png_uri(rgb_or_rgba: np.ndarray) -> str:
+    from PIL import Image
+    buf = io.BytesIO()
+    # speed over size: it goes to a local browser
+    Image.fromarray(rgb_or_rgba).save(buf, format="png", compress_level=0)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
-# %% ../nbs/51_explorer.ipynb #3cb2ee9f
-class Explorer:
-    "Interactive attribution explorer: case, method, class and opacity controls; image, overlay and probabilities side by side."
-    def __init__(self, model, dataset, class_names=None, methods=None, image_size=None, device=None, mean=None, std=None,
-                 cache_size: int = 256, background: bool = True, batch_size: int = 64, **attr_kw):
-        from gynlab.train import get_device
-        self.device = get_device(device)
-        self.model = model.to(self.device).eval()
-        first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-        self.channels = first.in_channels if first is not None else 3
-        self.data = _torch_view(dataset, image_size, self.channels)
-        self.mean = mean if mean is not None else getattr(self.data, "mean", None)
-        self.std = std if std is not None else getattr(self.data, "std", None)
-        self.methods = [m for m in (methods or METHODS)]
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad: raise ValueError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-        self.methods = [m for m in self.methods if m in FAST_METHODS] + [m for m in self.methods if m not in FAST_METHODS]
-        self.batch_size, self.attr_kw, self.background = batch_size, attr_kw, background
-        self.cache, self._items, self._probs, self._img_uri = _LRU(cache_size), {}, {}, _LRU(cache_size)
-        self._lock, self._pool, self._current, self._syncing, self._shown = threading.Lock(), None, None, False, {}
-        self.n = len(self.data)
-        self.segmenter, self.n_classes, self.error = False, len(class_names) if class_names else None, ""
-        if self.n == 0: self.error = "The dataset is empty: there is nothing to explore."
-        else:
-            try:
-                x0 = self._item(0)[0][None].to(self.device)
-                self.segmenter = is_segmenter(self.model, x0)
-                with torch.no_grad(): self.n_classes = self.model(x0).shape[1]
-            except Exception as e:
-                self.error = f"The model cannot process case 0 (input {tuple(self._item(0)[0].shape)}): {type(e).__name__}: {e}"
-        self.class_names = list(class_names) if class_names else [f"class {k}" for k in range(self.n_classes or 0)]
-        if self.n_classes and len(self.class_names) != self.n_classes and not self.error:
-            self.error = f"{len(self.class_names)} class names for a model with {self.n_classes} outputs"
-        self.last_view = View(message=self.error)
-        self._build()
-
-    # ---- data and model ----
-    def _item(self, i):
-        if i not in self._items:
-            it = self.data[int(i)]
-            x, y = (it if isinstance(it, (tuple, list)) else (it, None))[:2]
-            y = None if y is None or (torch.is_tensor(y) and y.ndim > 0) or int(y) < 0 else int(y)
-            self._items[i] = (torch.as_tensor(x).float(), y)
-        return self._items[i]
-
-    def _probs_of(self, i):
-        if i not in self._probs:
-            x = self._item(i)[0][None].to(self.device)
-            with torch.no_grad():
-                out = self.model(x)
-                p = out.softmax(1).mean((2, 3)) if out.ndim == 4 else out.softmax(1)   # segmenter: class share of the image
-            self._probs[i] = p[0].cpu().numpy()
-        return self._probs[i]
-
-    def _case_label(self, i):
-        try:
-            p = self._probs_of(i); k = int(p.argmax()); y = self._item(i)[1]
-            truth = f"truth {self.class_names[y]}, " if y is not None and y < len(self.class_names) else ""
-            mark = "" if y is None or y == k else " ✗"
-            return f"#{i}: {truth}pred {self.class_names[k]} ({p[k]:.2f}){mark}"
-        except Exception: return f"#{i}"
-
-    def _display_rgb(self, i):
-        from gynlab.transforms import denormalize
-        x = self._item(i)[0]
-        img = denormalize(x, self.mean, self.std) if x.shape[0] in (1, 3) else x[:3]
-        if img.shape[0] == 1: img = img.expand(3, -1, -1)
-        return (img.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
-
-    # ---- the update, without widgets ----
+# %% ../nbs/51_explorer.ipynb #a7d4c2e8
+class _Compute:
+    "Check a selection, compute (or fetch) its attribution, in the foreground or in one background thread."
     def _check(self, case, method, target):
         if self.error: return self.error
         if case is None or not 0 <= int(case) < self.n: return f"case {case} does not exist: choose 0..{self.n - 1}"
@@ -172,187 +124,202 @@ class Explorer:
         t0 = time.perf_counter()
         x = self._item(case)[0][None].to(self.device)
         tgt = int(self._probs_of(case).argmax()) if target is None else int(target)
-        region = "predicted" if self.segmenter else None
         with self._lock:
-            a = attribute(self.model, x, tgt, method, batch_size=self.batch_size, region=region, **self.attr_kw)[0]
-        a = a.float().cpu().numpy()
+            a = attribute(self.model, x, tgt, method, batch_size=self.batch_size,
+                          region="predicted" if self.segmenter else None, **self.attr_kw)[0].float().cpu().numpy()
         self.cache.put(key, (a, _png_uri(overlay_rgba(a, method in SIGNED_METHODS))))   # the map and its overlay PNG
         return a, False, 1000 * (time.perf_counter() - t0)
 
-    def show(self, case=None, method=None, target="current", wait: bool = True) -> View:
-        "Select (case, method, target) — None target: the predicted class — update the widget and return the `View`."
-        case = self.case_w.value if case is None else case
-        method = self.method_w.value if method is None else method
-        target = (None if self.target_w.value < 0 else self.target_w.value) if isinstance(target, str) and target == "current" else target
-        self._sync_controls(case, method, target)
-        return self._request(case, method, target, wait=wait)
-
-    def _request(self, case, method, target, wait=False) -> View:
-        msg = self._check(case, method, target)
-        if msg: return self._fail(View(case, method, target, message=msg))
-        self._current = key = (int(case), method, None if target is None else int(target))
+# %% ../nbs/51_explorer.ipynb #4c2e8a10
+def _request(self: _Compute, case, method, target, wait=False) -> View:
+    "One update: checked, then cached / fast / waited for in the foreground, or sent to the background thread."
+    msg = self._check(case, method, target)
+    if msg: return self._fail(View(case, method, target, message=msg))
+    self._current = key = (int(case), method, None if target is None else int(target))
+    try: probs = self._probs_of(case)
+    except Exception as e:
+        return self._fail(View(case, method, target, message=f"the model cannot process case {case} "
+                               f"(input {tuple(self._item(case)[0].shape)}): {type(e).__name__}: {e}"))
+    def run(in_background):
         try:
-            probs = self._probs_of(case)
+            a, cached, ms = self._compute(*key)
+            if in_background and self._current != key: return None          # the user moved on: cached, not drawn
+            truth = self._item(case)[1]
+            return self._render(View(*key, a, probs, int(probs.argmax()), truth, cached=cached, ms=ms, ok=True))
         except Exception as e:
-            return self._fail(View(case, method, target, message=f"the model cannot process case {case} (input {tuple(self._item(case)[0].shape)}): {type(e).__name__}: {e}"))
-        if key in self.cache or wait or not self.background or method in FAST_METHODS and not self._lock.locked():
-            try: a, cached, ms = self._compute(*key)
-            except Exception as e: return self._fail(View(case, method, target, probs=probs, message=f"{method} failed on case {case}: {type(e).__name__}: {e}"))
-            return self._render(View(case, method, target, a, probs, int(probs.argmax()), self._item(case)[1], cached=cached, ms=ms, ok=True))
-        self._status(f"computing {html.escape(method)} for case {case}…", busy=True)
-        if self._pool is None: self._pool = ThreadPoolExecutor(1, thread_name_prefix="gynlab-explorer")
-        def job():
-            try:
-                a, cached, ms = self._compute(*key)
-                if self._current == key:
-                    self._render(View(*key, a, probs, int(probs.argmax()), self._item(case)[1], cached=cached, ms=ms, ok=True))
-            except Exception as e:
-                if self._current == key: self._fail(View(*key, probs=probs, message=f"{method} failed on case {case}: {type(e).__name__}: {e}"))
-        self._pool.submit(job)
-        return View(case, method, target, probs=probs, message="computing in the background")
+            if not in_background or self._current == key:
+                message = f"{method} failed on case {case}: {type(e).__name__}: {e}"
+                return self._fail(View(*key, probs=probs, message=message))
+    fast = method in FAST_METHODS and not self._lock.locked()
+    if key in self.cache or wait or not self.background or fast: return run(False)
+    self._status(f"computing {html.escape(method)} for case {case}…", busy=True)
+    if self._pool is None: self._pool = ThreadPoolExecutor(1, thread_name_prefix="gynlab-explorer")
+    self._pool.submit(run, True)
+    return View(case, method, target, probs=probs, message="computing in the background")
 
-    # ---- widgets ----
+_Compute._request = _request
+
+# %% ../nbs/51_explorer.ipynb #3cb2ee9f
+class _UI:
+    "The ipywidgets controls and the plotly figure of an explorer."
     def _build(self):
         import ipywidgets as W
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
+        width = lambda w: W.Layout(width=w)
         opts = [(self._case_label(i), i) for i in range(self.n)] if not self.error else [("(none)", 0)]
-        self.case_w = W.Dropdown(options=opts, value=0, description="case", layout=W.Layout(width="300px"))
-        self.method_w = W.Dropdown(options=self.methods, value=self.methods[0], description="method", layout=W.Layout(width="260px"))
-        self.target_w = W.Dropdown(options=[("predicted", -1)] + [(c, k) for k, c in enumerate(self.class_names)], value=-1,
-                                   description="class", layout=W.Layout(width="230px"))
-        self.opacity_w = W.FloatSlider(value=0.7, min=0, max=1, step=0.05, description="opacity", layout=W.Layout(width="260px"))
+        self.case_w = W.Dropdown(options=opts, value=0, description="case", layout=width("300px"))
+        self.method_w = W.Dropdown(options=self.methods, value=self.methods[0], description="method",
+                                   layout=width("260px"))
+        self.target_w = W.Dropdown(options=[("predicted", -1)] + [(c, k) for k, c in enumerate(self.class_names)],
+                                   value=-1, description="class", layout=width("230px"))
+        self.opacity_w = W.FloatSlider(value=0.7, min=0, max=1, step=0.05, description="opacity", layout=width("260px"))
         self.status_w = W.HTML(layout=W.Layout(min_height="1.6em"))
-        fig = make_subplots(1, 3, subplot_titles=["image", "attribution", "probabilities"], column_widths=[0.32, 0.32, 0.36],
-                            horizontal_spacing=0.06)
+        fig = make_subplots(1, 3, subplot_titles=["image", "attribution", "probabilities"],
+                            column_widths=[0.32, 0.32, 0.36], horizontal_spacing=0.06)
         blank = _png_uri(np.zeros((8, 8, 3), np.uint8))
-        fig.add_trace(go.Image(source=blank, name="image", hoverinfo="skip"), 1, 1)
-        fig.add_trace(go.Image(source=blank, name="image", hoverinfo="skip"), 1, 2)
-        fig.add_trace(go.Image(source=blank, name="overlay", opacity=self.opacity_w.value, hoverinfo="skip"), 1, 2)
-        fig.add_trace(go.Bar(x=self.class_names, y=[0] * len(self.class_names), name="probability", marker_color="#888"), 1, 3)
-        fig.update_xaxes(visible=False, row=1, col=1); fig.update_yaxes(visible=False, row=1, col=1)
-        fig.update_xaxes(visible=False, row=1, col=2); fig.update_yaxes(visible=False, row=1, col=2)
+        for col, name in ((1, "image"), (2, "image"), (2, "overlay")):
+            fig.add_trace(go.Image(source=blank, name=name, hoverinfo="skip"), 1, col)
+        fig.data[2].opacity = self.opacity_w.value
+        bars = go.Bar(x=self.class_names, y=[0] * len(self.class_names), name="probability", marker_color="#888")
+        fig.add_trace(bars, 1, 3)
+        for col in (1, 2):
+            fig.update_xaxes(visible=False, row=1, col=col); fig.update_yaxes(visible=False, row=1, col=col)
         fig.update_yaxes(range=[0, 1], row=1, col=3)
         fig.update_layout(height=320, width=900, showlegend=False, margin=dict(l=10, r=10, t=30, b=10))
         try: self.fig = go.FigureWidget(fig)
-        except ImportError as e: raise ImportError(f"the explorer needs anywidget for plotly's FigureWidget: pip install anywidget ({e})") from None
+        except ImportError as e:
+            raise ImportError(f"the explorer needs anywidget for plotly's FigureWidget: pip install anywidget ({e})") \
+                from None
         for w in (self.case_w, self.method_w, self.target_w): w.observe(self._on_change, names="value")
-        self.opacity_w.observe(self._on_opacity, names="value")
-        self.widget = W.VBox([W.HBox([self.case_w, self.method_w, self.target_w, self.opacity_w]), self.status_w, self.fig])
+        self.opacity_w.observe(lambda change: setattr(self.fig.data[2], "opacity", change["new"]), names="value")
+        controls = W.HBox([self.case_w, self.method_w, self.target_w, self.opacity_w])
+        self.widget = W.VBox([controls, self.status_w, self.fig])
         self.widget.add_class("gynlab-explorer")
+
+# %% ../nbs/51_explorer.ipynb #d8f3a6b2
+def _on_change(self: _UI, change):
+    if self._syncing: return
+    t = self.target_w.value
+    self._request(self.case_w.value, self.method_w.value, None if t < 0 else t)
+
+def _sync_controls(self: _UI, case, method, target):
+    "Set the drop-downs to a selection made from code, without triggering their callbacks."
+    if self.error: return
+    self._syncing = True
+    try:
+        if isinstance(case, (int, np.integer)) and 0 <= case < self.n: self.case_w.value = int(case)
+        if method in self.methods: self.method_w.value = method
+        if target is None: self.target_w.value = -1
+        elif isinstance(target, (int, np.integer)) and 0 <= target < len(self.class_names):
+            self.target_w.value = int(target)
+    finally: self._syncing = False
+
+def _status(self: _UI, text, error=False, busy=False):
+    state = "error" if error else "busy" if busy else "ok"
+    colour, sign = ("#b3261e", "⚠ ") if error else ("#555", "⏳ " if busy else "")
+    self.status_w.value = (f'<span class="gynlab-explorer-status" data-state="{state}" style="color:{colour}">'
+                           f'{sign}{text}</span>')
+
+def _fail(self: _UI, view: View) -> View:
+    self._status(html.escape(view.message), error=True)
+    self.last_view = view
+    return view
+
+# %% ../nbs/51_explorer.ipynb #6b9d1f34
+def _render(self: _UI, v: View) -> View:
+    k = v.pred if v.target is None else v.target
+    img = self._img_uri.get(v.case)
+    if img is None: img = _png_uri(self._display_rgb(v.case)); self._img_uri.put(v.case, img)
+    signed = v.method in SIGNED_METHODS
+    uri = (self.cache.get((v.case, v.method, v.target)) or (None, _png_uri(overlay_rgba(v.overlay, signed))))[1]
+    with self.fig.batch_update():                      # send only what changed
+        if self._shown.get("case") != v.case:
+            self.fig.data[0].source = img; self.fig.data[1].source = img; self.fig.data[3].y = v.probs.tolist()
+        if self._shown.get("k") != (v.case, k):
+            self.fig.data[3].marker.color = ["#c0392b" if j == k else "#888" for j in range(len(v.probs))]
+        self.fig.data[2].source = uri
+    self._shown = {"case": v.case, "k": (v.case, k)}
+    name = lambda j: f"<b>{html.escape(self.class_names[j])}</b>"
+    truth = f"truth {name(v.truth)} · " if v.truth is not None and v.truth < len(self.class_names) else ""
+    v.message = (f"case {v.case} · {truth}prediction {name(v.pred)} ({v.probs[v.pred]:.2f}) · "
+                 f"{html.escape(v.method)} for "
+                 f"{'region ' if self.segmenter else ''}{name(k)}{' (red: for, blue: against)' if signed else ''} · "
+                 + ("cached" if v.cached else f"{v.ms:.0f} ms"))
+    self._status(v.message)
+    self.last_view = v
+    return v
+
+_UI._on_change, _UI._sync_controls, _UI._status = _on_change, _sync_controls, _status
+_UI._fail, _UI._render = _fail, _render
+
+# %% ../nbs/51_explorer.ipynb #21765095
+class Explorer(_Cases, _Compute, _UI):
+    "Attribution explorer: case, method, class and opacity controls; image, overlay and probabilities side by side."
+    def __init__(self, model, dataset, class_names=None, target: str | None = None, methods=None, image_size=None,
+                 channels=None, device=None, mean=None, std=None, cache_size: int = 256, background: bool = True,
+                 batch_size: int = 64, **attr_kw):
+        self.device, self.model = get_device(device), model
+        self.model.to(self.device).eval()
+        first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        self.channels = channels or (first.in_channels if first is not None else 3)
+        self.data = _torch_view(dataset, image_size, self.channels, target, mean, std)
+        self.mean = mean if mean is not None else getattr(self.data, "mean", None)
+        self.std = std if std is not None else getattr(self.data, "std", None)
+        bad = [m for m in (methods or METHODS) if m not in METHODS]
+        if bad: raise UsageError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        self.methods = sorted(methods or METHODS, key=lambda m: m not in FAST_METHODS)      # fast methods first
+        self.batch_size, self.attr_kw, self.background = batch_size, attr_kw, background
+        self.cache, self._items, self._probs, self._img_uri = _LRU(cache_size), {}, {}, _LRU(cache_size)
+        self._lock, self._pool, self._current, self._syncing, self._shown = threading.Lock(), None, None, False, {}
+        if class_names is None and target is not None and hasattr(dataset, "features"):
+            # the target column's own names
+            class_names = getattr(dataset.features[target], "names", None)
+        self.n, self.segmenter, self.n_classes, self.error = len(self.data), False, len(class_names or []) or None, ""
+        self.error = "The dataset is empty: there is nothing to explore." if self.n == 0 else self._probe_model()
+        self.class_names = list(class_names) if class_names else [f"class {k}" for k in range(self.n_classes or 0)]
+        if self.n_classes and len(self.class_names) != self.n_classes and not self.error:
+            self.error = f"{len(self.class_names)} class names for a model with {self.n_classes} outputs"
+        self.last_view = View(message=self.error)
+        self._build()
         if self.error:
             for w in (self.case_w, self.method_w, self.target_w): w.disabled = True
             self._status(html.escape(self.error), error=True)
         else: self._request(0, self.methods[0], None, wait=True)
 
-    def _on_change(self, change):
-        if self._syncing: return
-        t = self.target_w.value
-        self._request(self.case_w.value, self.method_w.value, None if t < 0 else t)
+# %% ../nbs/51_explorer.ipynb #e7a089de
+def _probe_model(self: Explorer) -> str:
+    "Run case 0 once: is the model a segmenter, how many classes; a message if it cannot process the data."
+    try:
+        x0 = self._item(0)[0][None].to(self.device)
+        self.segmenter = is_segmenter(self.model, x0)
+        with torch.no_grad(): self.n_classes = self.model(x0).shape[1]
+        return ""
+    except Exception as e:
+        return f"The model cannot process case 0 (input {tuple(self._item(0)[0].shape)}): {type(e).__name__}: {e}"
 
-    def _on_opacity(self, change): self.fig.data[2].opacity = change["new"]
+def _from_run(cls, run, dataset, device=None, **kw) -> Explorer:
+    "An explorer for a run folder: its model, classes, preprocessing, and its truth column (the config's `target`)."
+    from gynlab.runs import load_run
+    model, cfg = load_run(run, device)
+    kw.setdefault("target", cfg.get("target"))
+    return cls(model, dataset, class_names=cfg["classes"], image_size=cfg["image_size"], channels=cfg["channels"],
+               mean=cfg["mean"], std=cfg["std"], device=device, **kw)
 
-    def _sync_controls(self, case, method, target):
-        self._syncing = True
-        try:
-            if not self.error:
-                if isinstance(case, (int, np.integer)) and 0 <= case < self.n: self.case_w.value = int(case)
-                if method in self.methods: self.method_w.value = method
-                if target is None: self.target_w.value = -1
-                elif isinstance(target, (int, np.integer)) and 0 <= target < len(self.class_names): self.target_w.value = int(target)
-        finally: self._syncing = False
+def _show(self: Explorer, case=None, method=None, target="current", wait: bool = True) -> View:
+    "Select (case, method, target) — None target: the predicted class — update the widget and return the `View`."
+    case = self.case_w.value if case is None else case
+    method = self.method_w.value if method is None else method
+    if isinstance(target, str) and target == "current":
+        target = None if self.target_w.value < 0 else self.target_w.value
+    self._sync_controls(case, method, target)
+    return self._request(case, method, target, wait=wait)
 
-    def _status(self, text, error=False, busy=False):
-        colour = "#b3261e" if error else "#555"
-        self.status_w.value = (f'<span class="gynlab-explorer-status" data-state="{"error" if error else "busy" if busy else "ok"}" '
-                               f'style="color:{colour}">{"⚠ " if error else "⏳ " if busy else ""}{text}</span>')
+def _close(self: Explorer):
+    "Stop the background thread and close the widgets."
+    if self._pool is not None: self._pool.shutdown(wait=False, cancel_futures=True)
+    self.widget.close()
 
-    def _fail(self, view: View) -> View:
-        self._status(html.escape(view.message), error=True)
-        self.last_view = view
-        return view
-
-    def _render(self, v: View) -> View:
-        k = v.pred if v.target is None else v.target
-        img = self._img_uri.get(v.case)
-        if img is None: img = _png_uri(self._display_rgb(v.case)); self._img_uri.put(v.case, img)
-        signed = v.method in SIGNED_METHODS
-        key = (v.case, v.method, v.target)
-        uri = (self.cache.get(key) or (None, _png_uri(overlay_rgba(v.overlay, signed))))[1]
-        with self.fig.batch_update():                      # send only what changed
-            if self._shown.get("case") != v.case:
-                self.fig.data[0].source = img; self.fig.data[1].source = img
-                self.fig.data[3].y = v.probs.tolist()
-            if self._shown.get("k") != (v.case, k):
-                self.fig.data[3].marker.color = ["#c0392b" if j == k else "#888" for j in range(len(v.probs))]
-            self.fig.data[2].source = uri
-        self._shown = {"case": v.case, "k": (v.case, k)}
-        truth = f"truth <b>{html.escape(self.class_names[v.truth])}</b> · " if v.truth is not None and v.truth < len(self.class_names) else ""
-        what = "region " if self.segmenter else ""
-        v.message = (f"case {v.case} · {truth}prediction <b>{html.escape(self.class_names[v.pred])}</b> ({v.probs[v.pred]:.2f}) · "
-                     f"{html.escape(v.method)} for {what}<b>{html.escape(self.class_names[k])}</b>"
-                     f"{' (red: for, blue: against)' if signed else ''} · " + ("cached" if v.cached else f"{v.ms:.0f} ms"))
-        self._status(v.message)
-        self.last_view = v
-        return v
-
-    def _repr_mimebundle_(self, **kw): return self.widget._repr_mimebundle_(**kw)
-
-    def close(self):
-        "Stop the background thread and close the widgets."
-        if self._pool is not None: self._pool.shutdown(wait=False, cancel_futures=True)
-        self.widget.close()
-
-# %% ../nbs/51_explorer.ipynb #017c5c73
-def explain_image(run, image, method: str = "gradcam", target=None, out=None, device=None, opacity: float = 0.6):
-    "Explain `image` with a trained run: (blended RGB uint8 array, probabilities, target index); writes a PNG to `out` if given."
-    import os, tempfile
-    from pathlib import Path
-    from PIL import Image
-    from gynlab.train import load_run, RunError, BadImageError
-    from gynlab.transforms import preprocess, denormalize
-    net, cfg = load_run(run, device)
-    classes = cfg["classes"]
-    try: x = preprocess(image, cfg["image_size"], cfg["channels"], cfg.get("mean"), cfg.get("std"))
-    except (OSError, ValueError) as e: raise BadImageError(f"{image}: cannot be read as an image ({e})") from None
-    dev = next(net.parameters()).device
-    with torch.no_grad(): probs = torch.softmax(net(x[None].to(dev)), 1)[0].cpu().numpy()
-    if target is None: t = int(probs.argmax())
-    elif str(target) in classes: t = classes.index(str(target))
-    elif str(target).isdigit() and int(target) < len(classes): t = int(target)
-    else: raise RunError(f"unknown class {target!r}: this run knows {', '.join(classes)}")
-    a = attribute(net, x.to(dev), target=t, method=method).detach().cpu().numpy()
-    shown = denormalize(x, cfg.get("mean"), cfg.get("std")).clamp(0, 1)
-    rgb = (shown.expand(3, -1, -1).permute(1, 2, 0).numpy() * 255).astype(np.float32)
-    ov = overlay_rgba(a, method in SIGNED_METHODS).astype(np.float32)
-    w = ov[..., 3:] / 255 * opacity
-    blend = (rgb * (1 - w) + ov[..., :3] * w).round().clip(0, 255).astype(np.uint8)
-    if out is not None:
-        out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent); os.close(fd)
-        try: Image.fromarray(blend).save(tmp); os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp): os.remove(tmp)
-    return blend, probs, t
-
-def _cmd_explain(a) -> int:
-    import json
-    from pathlib import Path
-    from gynlab.train import RunError
-    from gynlab.cli import CLIError
-    try: _, probs, t = explain_image(a.run, a.image, a.method, a.target, a.out, a.device)
-    except (RunError, KeyError, ValueError) as e: raise CLIError(str(e)) from None
-    classes = json.loads((Path(a.run) / "config.json").read_text())["classes"]
-    print(f"prediction: {classes[int(probs.argmax())]} ({probs.max():.3f}); explained class {classes[t]} with {a.method}; wrote {a.out}")
-    return 0
-
-def _add_cli(subparsers):
-    "Register `gynlab explain` (see `gynlab.cli`)."
-    p = subparsers.add_parser("explain", help="attribution overlay for one image and a trained classification run")
-    p.add_argument("--run", required=True, help="run folder written by `gynlab train`")
-    p.add_argument("--image", required=True, help="image file (any size and mode)")
-    p.add_argument("--method", default="gradcam", help="saliency, gradcam, integrated_gradients, occlusion, gradient_shap, smoothgrad, ...")
-    p.add_argument("--target", default=None, help="class name or index to explain (default: the predicted class)")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--device", default=None)
-    p.set_defaults(func=_cmd_explain)
+Explorer._probe_model, Explorer.from_run = _probe_model, classmethod(_from_run)
+Explorer.show, Explorer.close = _show, _close
+Explorer._repr_mimebundle_ = lambda self, **kw: self.widget._repr_mimebundle_(**kw)

@@ -1,6 +1,7 @@
-"Tests for gynlab.audit: dHash vs imagehash, duplicate and leakage audit, caliper detection/hiding, subgroup_report, model cards."
-import json, os
-from pathlib import Path
+"""Tests for gynlab.audit: dHash vs imagehash, duplicate and leakage audit, caliper detection/hiding, subgroup_report,
+model cards."""
+import json
+import os
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from gynlab import audit as A
+from gynlab.core import DataError, RunError, UsageError
 from gynlab.phantoms import phantom_pelvic_us
 from gynlab.exercises import responsible as XR
 
@@ -51,7 +53,8 @@ def test_audit_finds_planted_duplicates_and_not_distinct_images(us):
     valid.append({**valid[0], "image": valid[0]["image"], "group": train[2]["group"], "label": valid[0]["label"]})
     a = A.audit({"train": train, "validation": valid})
     total = len(train) + len(valid)
-    pairs = {(int(x), int(y)): (bool(e), int(d)) for x, y, e, d in zip(a.pairs.a, a.pairs.b, a.pairs.exact, a.pairs.distance)}
+    p = a.pairs
+    pairs = {(int(x), int(y)): (bool(e), int(d)) for x, y, e, d in zip(p.a, p.b, p.exact, p.distance)}
     assert pairs[(4, n_tr)] == (True, 0)
     assert pairs[(8, total - 3)][0] is True
     assert (12, total - 2) in pairs and pairs[(12, total - 2)][0] is False
@@ -69,10 +72,14 @@ def test_audit_label_conflicts_and_columns_dict(us):
 
 
 def test_audit_bad_input():
-    with pytest.raises(TypeError, match="non-empty mapping"): A.audit([])
-    with pytest.raises(KeyError, match="no 'image' column"): A.audit({"train": [{"img": np.zeros((4, 4))}]})
-    with pytest.raises(ValueError, match="split 'train', row 0.*cannot read"): A.audit({"train": [{"image": "/no/such/file.png"}]})
-    with pytest.raises((TypeError, ValueError), match="row 0"): A.audit({"train": [{"image": np.zeros((2, 2, 2, 2))}]})
+    with pytest.raises(UsageError, match="non-empty mapping"): A.audit([])
+    with pytest.raises(DataError, match="no 'image' column"): A.audit({"train": [{"img": np.zeros((4, 4))}]})
+    with pytest.raises(DataError, match="split 'train', row 0.*missing"):
+        A.audit({"train": [{"image": "/no/such/file.png"}]})
+    with pytest.raises(DataError, match="split 'train', row 1 \\(b.png\\).*corrupt"):
+        A.audit({"train": [{"image": np.zeros((8, 8), np.uint8), "file": "a.png"},
+                           {"image": __file__, "file": "b.png"}]})
+    with pytest.raises(DataError, match="row 0"): A.audit({"train": [{"image": np.zeros((2, 2, 2, 2))}]})
 
 
 # ------------------------------------------------------------------ calipers
@@ -115,7 +122,8 @@ def test_hide_marks_removes_marks_and_restores_pixels(us):
         changed = A.caliper_mask(marked, dilate=2)
         np.testing.assert_array_equal(hidden[~changed], marked[~changed])       # only the marks are touched
         cross = A.caliper_mask(marked, dilate=0)
-        assert np.abs(hidden.astype(float) - clean)[cross].mean() < np.abs(marked.astype(float) - clean)[cross].mean() / 2
+        err = lambda im: np.abs(im.astype(float) - clean)[cross].mean()
+        assert err(hidden) < err(marked) / 2
     with pytest.raises(ValueError, match="does not match"): A.hide_marks(marked, np.zeros((3, 3), bool))
 
 
@@ -167,13 +175,20 @@ def test_subgroup_report_multiclass_and_bad_input():
 
 
 # ------------------------------------------------------------------ model card
+def _config(classes=("benign", "malignant"), dataset="phantom-uterus-mri"):
+    "A config.json as gynlab.tasks.train_classifier writes it (the fields gynlab.runs.read_config checks, and more)."
+    return {"task": "classify", "dataset": dataset, "target": "label", "model": "smallcnn", "classes": list(classes),
+            "image_size": 64, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3, "epochs": 3, "n_train": 240,
+            "n_valid": 80,
+            "validation_split": "validation", "versions": {"gynlab": "0.1.0"}}
+
+
 def _run(tmp_path, classes=("benign", "malignant"), acc=0.8125, dataset="phantom-uterus-mri"):
     run = tmp_path / "run"; run.mkdir()
-    (run / "config.json").write_text(json.dumps({"dataset": dataset, "model": "smallcnn", "classes": list(classes),
-                                                 "image_size": 64, "channels": 3, "epochs": 3, "n_train": 240, "n_valid": 80,
-                                                 "validation_split": "validation", "versions": {"gynlab": "0.1.0"}}))
+    (run / "config.json").write_text(json.dumps(_config(classes, dataset)))
     (run / "metrics.json").write_text(json.dumps({"history": [], "best_epoch": 3, "final": {
-        "loss": 0.4321, "accuracy": acc, "balanced_accuracy": 0.7777, "auc": 0.9012, "confusion_matrix": [[30, 10], [5, 35]]}}))
+        "loss": 0.4321, "accuracy": acc, "balanced_accuracy": 0.7777, "auc": 0.9012,
+        "confusion_matrix": [[30, 10], [5, 35]]}}))
     return run
 
 
@@ -202,12 +217,24 @@ def test_model_card_escapes_odd_text(tmp_path):
 
 
 def test_model_card_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"): A.model_card(tmp_path / "missing")
+    with pytest.raises(RunError, match="does not exist"): A.model_card(tmp_path / "missing")
     (tmp_path / "half").mkdir(); (tmp_path / "half" / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="metrics.json is missing"): A.model_card(tmp_path / "half")
+    with pytest.raises(RunError, match="'model' is missing"): A.model_card(tmp_path / "half")
+    (tmp_path / "half" / "config.json").write_text(json.dumps(_config()))
+    with pytest.raises(RunError, match="metrics.json is missing"): A.model_card(tmp_path / "half")
     (tmp_path / "half" / "metrics.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"): A.model_card(tmp_path / "half")
-    with pytest.raises(ValueError, match="fmt"): A.model_card(_run(tmp_path), fmt="pdf")
+    with pytest.raises(RunError, match="not valid JSON"): A.model_card(tmp_path / "half")
+    with pytest.raises(UsageError, match="fmt"): A.model_card(_run(tmp_path), fmt="pdf")
+
+
+def test_model_card_of_a_real_run(tmp_path):
+    "A run trained by gynlab.tasks.train_classifier: the card shows its final validation metrics and what it predicts."
+    from gynlab.core import read_json
+    from gynlab.tasks import train_classifier
+    train_classifier("phantom-uterus-mri", out=tmp_path / "run", epochs=1, image_size=32, subset=32, progress=False)
+    md = A.model_card(tmp_path / "run")
+    final = read_json(tmp_path / "run" / "metrics.json")["final"]
+    assert f"| accuracy | {final['accuracy']:.3f} |" in md and "predicts: label" in md and "NOT FOR CLINICAL USE" in md
 
 
 # ------------------------------------------------------------------ shortcut, exercises, real data
@@ -231,14 +258,17 @@ def test_exercise_checkers_accept_solutions_and_reject_wrong_answers():
     def near_pairs(H, d):
         return {(i, j) for i in range(len(H)) for j in range(i + 1, len(H)) if (H[i] != H[j]).sum() <= d}
     assert XR.check_near_pairs(near_pairs)
-    assert not XR.check_near_pairs(lambda H, d: {(i, j) for i in range(len(H)) for j in range(i + 1, len(H)) if (H[i] != H[j]).sum() < d})
+    assert not XR.check_near_pairs(lambda H, d: {(i, j) for i in range(len(H)) for j in range(i + 1, len(H))
+                                                 if (H[i] != H[j]).sum() < d})
     detect = lambda a: bool(((np.minimum(a[..., 0].astype(int), a[..., 1]) - a[..., 2]) > 60).sum() >= 5)
     assert XR.check_caliper_detector(detect)
     assert not XR.check_caliper_detector(lambda a: True)
     from sklearn.metrics import recall_score
-    sens = lambda y, p, g: {k: recall_score(np.asarray(y)[np.asarray(g) == k], np.asarray(p)[np.asarray(g) == k]) for k in set(g)}
+    sens = lambda y, p, g: {k: recall_score(np.asarray(y)[np.asarray(g) == k], np.asarray(p)[np.asarray(g) == k])
+                            for k in set(g)}
     assert XR.check_group_sensitivity(sens)
-    fb = XR.check_group_sensitivity(lambda y, p, g: {k: float((np.asarray(p)[np.asarray(g) == k] == 1).mean()) for k in set(g)})
+    fb = XR.check_group_sensitivity(lambda y, p, g: {k: float((np.asarray(p)[np.asarray(g) == k] == 1).mean())
+                                                     for k in set(g)})
     assert not fb and "among all cases" in fb.message
 
 
@@ -263,4 +293,4 @@ def test_shortcut_gap_runs_both_arms_on_a_datasetdict():
     for arm in r.values():
         assert 0 <= arm["original"]["accuracy"] <= 1 and len(arm["hidden"]["pred"]) == len(dd["validation"])
         assert arm["n_lost"] + arm["n_gained"] <= arm["n_changed"] and 0 <= arm["p_value"] <= 1
-    with pytest.raises(KeyError, match="validation"): A.shortcut_gap({"train": dd["train"]})
+    with pytest.raises(UsageError, match="validation"): A.shortcut_gap({"train": dd["train"]})

@@ -1,4 +1,4 @@
-"Domain shift / adaptation: gradient reversal, AdaBN, is_doppler, bad input."
+"Domain shift / adaptation: gradient reversal, DANN on fit (History, λ from progress), AdaBN, is_doppler, bad input."
 import copy
 from pathlib import Path
 import numpy as np
@@ -6,9 +6,16 @@ import pytest
 import torch
 import torch.nn as nn
 from PIL import Image
-from gynlab.domain import (DANN, adabn, accuracy, dann_lambda, doppler_fraction, flow_fractions, grad_reverse,
+from torch.utils.data import TensorDataset
+from gynlab.core import UsageError
+from gynlab.domain import (DANN, adabn, dann_lambda, dann_step, doppler_fraction, flow_fractions, grad_reverse,
                            handcrafted_features, is_doppler, scanner_shift, train_dann)
 from gynlab.exercises.domain import check_grad_reverse
+from gynlab.history import History
+from gynlab.train import evaluate
+
+
+def accuracy(model, x, y): return evaluate(model, TensorDataset(x, y))["accuracy"]
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
@@ -44,8 +51,8 @@ def test_adabn_changes_only_bn_stats_and_helps_on_a_shift():
 
 
 def test_adabn_needs_batchnorm_and_data():
-    with pytest.raises(ValueError, match="BatchNorm"): adabn(nn.Linear(3, 2), torch.randn(4, 3))
-    with pytest.raises(ValueError, match="no target"): adabn(DANN(1, 2, width=4, depth=2), [])
+    with pytest.raises(UsageError, match="BatchNorm"): adabn(nn.Linear(3, 2), torch.randn(4, 3))
+    with pytest.raises(UsageError, match="no target"): adabn(DANN(1, 2, width=4, depth=2), [])
 
 
 def test_is_doppler_synthetic():
@@ -65,8 +72,33 @@ def test_bad_inputs_give_clear_errors():
     with pytest.raises(ValueError, match="uint8"): doppler_fraction(np.zeros((5, 5, 3)))
     with pytest.raises(ValueError, match="B,C,H,W"): scanner_shift(torch.rand(1, 8, 8))
     with pytest.raises(ValueError, match="N,1,H,W"): handcrafted_features(torch.rand(2, 3, 8, 8))
-    with pytest.raises(ValueError, match="target images"):
+    with pytest.raises(UsageError, match="target images"):
         train_dann(DANN(1, 2, width=4, depth=2), torch.rand(4, 1, 8, 8), torch.zeros(4).long(), torch.rand(4, 1, 9, 9))
+    with pytest.raises(UsageError, match="one label each"):
+        train_dann(DANN(1, 2, width=4, depth=2), torch.rand(4, 1, 8, 8), torch.zeros(3).long())
+
+
+def test_train_dann_runs_on_fit_with_the_lambda_schedule(monkeypatch):
+    "DANN trains through gynlab.train.fit: a History with class and domain losses; λ follows t.progress from 0 upwards."
+    import gynlab.domain as D
+    seen = []
+    real = D.grad_reverse
+    monkeypatch.setattr(D, "grad_reverse", lambda x, lambd=1.0: (seen.append(lambd), real(x, lambd))[1])
+    torch.manual_seed(0)
+    xs, ys, xt = torch.rand(40, 1, 16, 16), torch.randint(0, 2, (40,)), torch.rand(24, 1, 16, 16) * 0.5
+    h = train_dann(DANN(1, 2, width=4, depth=2), xs, ys, xt, epochs=3, batch_size=16, seed=0)
+    assert isinstance(h, History) and len(h) == 3 and {"train_class", "train_domain"} <= set(h.columns)
+    assert h.monitor == "train_class" and h.mode == "min"
+    steps = 3 * 3                                                    # 3 epochs of ceil(40 / 16) batches
+    assert len(seen) == steps and seen[0] == 0.0 and all(a < b for a, b in zip(seen, seen[1:]))
+    assert seen == pytest.approx([dann_lambda(i / steps) for i in range(steps)])
+    h0 = train_dann(DANN(1, 2, width=4, depth=2), xs, ys, epochs=1, batch_size=16)   # no target: source-only
+    assert "train_domain" not in h0.columns and len(seen) == steps
+    torch.manual_seed(3); m1 = DANN(1, 2, width=4, depth=2); torch.manual_seed(3); m2 = DANN(1, 2, width=4, depth=2)
+    r1 = train_dann(m1, xs, ys, xt, epochs=1, batch_size=16, seed=1)
+    r2 = train_dann(m2, xs, ys, xt, epochs=1, batch_size=16, seed=1)
+    assert r1.records[0]["train_class"] == r2.records[0]["train_class"]       # seeded: the same run twice
+    assert callable(dann_step(xt))
 
 
 def test_exercise_checker_rejects_wrong_answer():

@@ -21,12 +21,13 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--no-first-run", "--disable-sync", "--disable-quic"]
 # Console errors we accept, each with the reason:
 BENIGN = [
-    "favicon",                    # the server has no favicon at some paths: a 404 in the console, nothing to do with the widget
+    "favicon",                    # no favicon at some paths: a 404 in the console, nothing to do with the widget
     "Failed to load resource",    # same family: 404s for optional assets (lab's optional settings/translations)
     "/api/translations",          # JupyterLab asks for language packs that are not installed
 ]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
 
 
 def _free_port():
@@ -42,9 +43,11 @@ def lab(tmp_path):
     nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     (work / "51_explorer.ipynb").write_text(json.dumps(nb))
     cfg = tmp_path / "cfg" / "labconfig"; cfg.mkdir(parents=True)
-    (cfg / "page_config.json").write_text(json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    news = "@jupyterlab/apputils-extension:announcements"
+    (cfg / "page_config.json").write_text(json.dumps({"disabledExtensions": {news: True}}))
     tracker = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"; tracker.mkdir(parents=True)
-    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))   # paint every cell (screenshot)
+    # paint every cell (screenshot)
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"), HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
     port = _free_port()
@@ -57,7 +60,8 @@ def lab(tmp_path):
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
-            if p.poll() is not None: pytest.fail(f"jupyter lab exited with {p.returncode}: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+            if p.poll() is not None:
+                pytest.fail(f"jupyter lab exited with {p.returncode}: {(tmp_path / 'lab.log').read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(base + "/lab", timeout=5) as r:
                     if r.status == 200: break
@@ -91,7 +95,20 @@ def _wait_for(page, pred, timeout_s, what):
         s = _state(page)
         if s and pred(s): return s
         page.wait_for_timeout(500)
-    raise AssertionError(f"timed out waiting for {what}; last state: {s and {k: (v[:80] if isinstance(v, str) else v) for k, v in s.items()}}")
+    last = s and {k: (v[:80] if isinstance(v, str) else v) for k, v in s.items()}
+    raise AssertionError(f"timed out waiting for {what}; last state: {last}")
+
+
+def _run_all(page, tries: int = 4):
+    """Run ▸ Run All Cells, until the kernel has started on the first code cell. On a busy machine the status bar
+    can say 'idle' before the kernel takes requests, and a Run All sent then executes nothing: try again."""
+    for _ in range(tries):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        for _ in range(30):
+            page.wait_for_timeout(500)
+            if any(p.strip() not in ("", "[ ]:") for p in page.locator(".jp-InputPrompt").all_inner_texts()): return
+    raise AssertionError("Run All Cells executed nothing: the kernel never took the request")
 
 
 def test_explorer_in_jupyterlab(lab):
@@ -106,29 +123,31 @@ def test_explorer_in_jupyterlab(lab):
             page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
             page.goto(f"{lab}/lab/tree/51_explorer.ipynb", wait_until="load", timeout=90_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-DebuggerBugButton", timeout=90_000)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-DebuggerBugButton",
+                                   timeout=90_000)
             page.wait_for_timeout(1000)
             for _ in range(3):   # a kernel-choice or other dialog would block the menu: accept it
                 dlg = page.locator(".jp-Dialog")
                 if not dlg.count(): break
                 print("dialog:", dlg.first.inner_text()[:200])
                 dlg.locator(".jp-Dialog-button.jp-mod-accept").first.click(); page.wait_for_timeout(1000)
-            # Run ▸ Run All Cells
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-            first = _wait_for(page, lambda s: s["state"] == "ok" and s["overlay"] and s["probs"] and s["overlay"].startswith("data:image/png")
-                              and "case" in s["status"], 180, "the explorer's first view")
+            _run_all(page)
+            first = _wait_for(page, lambda s: s["state"] == "ok" and s["overlay"] and s["probs"]
+                              and s["overlay"].startswith("data:image/png") and "case" in s["status"], 180,
+                              "the explorer's first view")
             root = page.locator(".gynlab-explorer").first
             # change the method
             root.locator(".widget-dropdown", has_text="method").locator("select").select_option("integrated_gradients")
-            second = _wait_for(page, lambda s: s["state"] == "ok" and "integrated_gradients" in s["status"], 60, "the IG view")
+            second = _wait_for(page, lambda s: s["state"] == "ok" and "integrated_gradients" in s["status"], 60,
+                               "the IG view")
             assert second["overlay"] != first["overlay"], "the overlay did not change with the method"
             # change the case to one the model sees differently
             sel = root.locator(".widget-dropdown", has_text="case").locator("select")
             n = sel.locator("option").count()
             assert n > 5
             sel.select_option(index=5)
-            third = _wait_for(page, lambda s: s["state"] == "ok" and "case 5 " in s["status"] and "integrated_gradients" in s["status"], 60, "case 5")
+            third = _wait_for(page, lambda s: s["state"] == "ok" and "case 5 " in s["status"]
+                              and "integrated_gradients" in s["status"], 60, "case 5")
             assert third["probs"] != second["probs"], "the probabilities did not change with the case"
             assert third["overlay"] != second["overlay"], "the overlay did not change with the case"
             assert abs(sum(third["probs"]) - 1) < 1e-3

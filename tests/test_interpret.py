@@ -1,4 +1,5 @@
-"Tests for gynlab.interpret (attribute == Captum, shape contract, quality measures) and gynlab.widgets.Explorer (no browser)."
+"""Tests for gynlab.interpret (attribute == Captum, shape contract, quality measures, explain_image / explain_file) and
+gynlab.widgets.Explorer without a browser (cache, background thread, and truth from the model's own label column)."""
 import os
 import time
 
@@ -11,20 +12,15 @@ import torch.nn as nn
 import captum.attr as ca
 
 from gynlab import interpret as gi
+from gynlab.core import BadImageError, OutputError, RunError, UsageError
 from gynlab.interpret import attribute, METHODS
 from gynlab.exercises import interpret as XI
-
-try:
-    from gynlab.models.cnn import SmallCNN
-except ImportError:  # pragma: no cover - the CNN lesson is part of the package
-    SmallCNN = None
+from gynlab.models.cnn import SmallCNN
 
 
 def tiny_cnn(n_classes=3, seed=0):
     torch.manual_seed(seed)
-    if SmallCNN is not None: return SmallCNN(in_channels=3, n_classes=n_classes, width=4, depth=2).eval()
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, n_classes)).eval()
+    return SmallCNN(in_channels=3, n_classes=n_classes, width=4, depth=2).eval()
 
 
 class TinySeg(nn.Module):
@@ -61,11 +57,14 @@ def _direct(model, x, t, method):
     if method == "integrated_gradients":
         return ca.IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=32).sum(1)
     if method == "smoothgrad":
-        return ca.NoiseTunnel(ca.Saliency(model)).attribute(x, target=t, nt_type="smoothgrad", nt_samples=10, stdevs=0.15).sum(1)
+        return ca.NoiseTunnel(ca.Saliency(model)).attribute(x, target=t, nt_type="smoothgrad", nt_samples=10,
+                                                            stdevs=0.15).sum(1)
     if method == "gradient_shap":
-        return ca.GradientShap(model).attribute(x, baselines=torch.zeros_like(x[:1]), target=t, n_samples=16, stdevs=0.0).sum(1)
+        return ca.GradientShap(model).attribute(x, baselines=torch.zeros_like(x[:1]), target=t, n_samples=16,
+                                                stdevs=0.0).sum(1)
     if method == "occlusion":
-        return ca.Occlusion(model).attribute(x, sliding_window_shapes=(C, 4, 4), strides=(C, 2, 2), baselines=0, target=t).sum(1)
+        return ca.Occlusion(model).attribute(x, sliding_window_shapes=(C, 4, 4), strides=(C, 2, 2), baselines=0,
+                                             target=t).sum(1)
     raise AssertionError(method)
 
 
@@ -147,14 +146,15 @@ def test_pretrained_efficientnet():
     from gynlab.models import pretrained as pre
     model = pre.create("efficientnet_lite0", 3, pretrained=False).eval()
     x = torch.randn(1, 3, 64, 64)
-    assert gi.gradcam_layer(model, x) is model.net._conv_head, "Grad-CAM's default on EfficientNet is the last backbone conv"
+    assert gi.gradcam_layer(model, x) is model.net._conv_head, "Grad-CAM's default: the last backbone conv"
     for m in ("saliency", "gradcam"):
         assert attribute(model, x, 2, m).shape == (1, 64, 64)
 
 
 def test_attribution_in_mask_and_curves():
     attr = torch.tensor([[[1., 3.], [0., 0.]]])
-    assert torch.allclose(gi.attribution_in_mask(attr, torch.tensor([[True, False], [False, False]])), torch.tensor([0.25]))
+    mask = torch.tensor([[True, False], [False, False]])
+    assert torch.allclose(gi.attribution_in_mask(attr, mask), torch.tensor([0.25]))
     # a linear model whose class-0 logit reads a few bright pixels: deleting by its saliency must beat a random order
     w = torch.zeros(1, 8, 8); w[0, 2:4, 2:4] = 5.0
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2)).eval()
@@ -163,7 +163,8 @@ def test_attribution_in_mask_and_curves():
     x = torch.ones(2, 1, 8, 8)
     sal = attribute(model, x, 0, "saliency")
     fr, p = gi.perturbation_curve(model, x, sal, 0, "deletion", n_steps=16)
-    fr_r, p_r = gi.perturbation_curve(model, x, torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)), 0, "deletion", n_steps=16)
+    rand = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
+    fr_r, p_r = gi.perturbation_curve(model, x, rand, 0, "deletion", n_steps=16)
     assert p.shape == (2, 17) and np.isclose(p[0, 0], torch.sigmoid(torch.tensor(20.)).item(), atol=1e-4)
     assert (gi.curve_auc(fr, p) < gi.curve_auc(fr_r, p_r)).all()
     from sklearn.metrics import auc
@@ -173,23 +174,9 @@ def test_attribution_in_mask_and_curves():
     with pytest.raises(ValueError, match="kind"): gi.perturbation_curve(model, x, sal, 0, "erase")
 
 
-def test_attention_rollout():
-    torch.manual_seed(0)
-    maps = [torch.softmax(torch.randn(2, 4, 5, 5), -1) for _ in range(3)]
-    r = gi.attention_rollout(maps)
-    assert r.shape == (2, 5, 5) and torch.allclose(r.sum(-1), torch.ones(2, 5))
-    manual = None
-    for a in maps:
-        a = a.mean(1) + torch.eye(5); a = a / a.sum(-1, keepdim=True)
-        manual = a if manual is None else a @ manual
-    assert torch.allclose(r, manual, atol=1e-6)
-    assert gi.rollout_map(maps, grid=(2, 2), image_size=(8, 8)).shape == (2, 8, 8)
-    with pytest.raises(ValueError): gi.attention_rollout([])
-
-
 @pytest.fixture(scope="module")
 def trained():
-    model, cyto, classes = gi.lesson_cnn()
+    model, cyto, classes = XI.lesson_cnn()
     from gynlab.transforms import to_torch
     ds = to_torch(cyto["validation"], image_size=48, target="bethesda")
     return model, torch.stack([ds[i][0] for i in range(8)]), classes, cyto
@@ -208,10 +195,12 @@ def test_sanity_check_direction(trained):
 
 
 def test_checkers():
-    assert XI.check_deletion_auc(lambda f, p: float(np.trapezoid(p, f)) if hasattr(np, "trapezoid") else float(np.trapz(p, f)))
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz
+    assert XI.check_deletion_auc(lambda f, p: float(trapezoid(p, f)))
     assert not XI.check_deletion_auc(lambda f, p: p.mean())
     def sal(model, x, t):
-        x = x.clone().requires_grad_(True); model(x)[torch.arange(len(x)), t].sum().backward(); return x.grad.abs().sum(1)
+        x = x.clone().requires_grad_(True); model(x)[torch.arange(len(x)), t].sum().backward()
+        return x.grad.abs().sum(1)
     assert XI.check_saliency(sal)
     assert not XI.check_saliency(lambda model, x, t: torch.zeros(2, 8, 8))
 
@@ -222,7 +211,8 @@ def test_checkers():
 def explorer(trained):
     from gynlab.widgets import Explorer
     model, _, classes, cyto = trained
-    ex = Explorer(model, cyto["validation"].select(range(10)), class_names=classes, image_size=48, background=False)
+    ex = Explorer(model, cyto["validation"].select(range(10)), class_names=classes, target="bethesda", image_size=48,
+                  background=False)
     yield ex
     ex.close()
 
@@ -242,7 +232,8 @@ def test_explorer_show_and_cache(explorer):
     assert explorer.fig.data[2].source != src, "the overlay must change with the method"
     # the same attribution as attribute() itself
     x = explorer._item(5)[0][None]
-    assert np.allclose(explorer.cache.get((5, "saliency", 1))[0], attribute(explorer.model, x, 1, "saliency")[0].numpy(), atol=1e-6)
+    direct = attribute(explorer.model, x, 1, "saliency")[0].numpy()
+    assert np.allclose(explorer.cache.get((5, "saliency", 1))[0], direct, atol=1e-6)
 
 
 def test_explorer_bad_selections(explorer, trained):
@@ -254,7 +245,8 @@ def test_explorer_bad_selections(explorer, trained):
     model, _, classes, cyto = trained
     empty = Explorer(model, cyto["validation"].select([]), class_names=classes)
     assert "empty" in empty.last_view.message and not empty.show(case=0).ok
-    grey = torch.utils.data.TensorDataset(torch.randn(3, 1, 20, 20), torch.tensor([0, 1, 2]))   # 1 channel: wrong for this model
+    # 1 channel: wrong for this model
+    grey = torch.utils.data.TensorDataset(torch.randn(3, 1, 20, 20), torch.tensor([0, 1, 2]))
     wrong = Explorer(model, grey, class_names=classes)
     v = wrong.show(case=0, method="saliency", target=None)
     assert not v.ok and "cannot process" in v.message
@@ -263,7 +255,8 @@ def test_explorer_bad_selections(explorer, trained):
 def test_explorer_background_thread(trained):
     from gynlab.widgets import Explorer
     model, _, classes, cyto = trained
-    ex = Explorer(model, cyto["validation"].select(range(4)), class_names=classes, image_size=48, background=True)
+    ex = Explorer(model, cyto["validation"].select(range(4)), class_names=classes, target="bethesda", image_size=48,
+                  background=True)
     v = ex._request(1, "occlusion", None)
     assert "background" in v.message and "computing" in ex.status_w.value
     ex._pool.shutdown(wait=True)
@@ -275,6 +268,113 @@ def test_explorer_segmenter(xb):
     from gynlab.widgets import Explorer
     torch.manual_seed(0)
     seg = TinySeg().eval()
-    ex = Explorer(seg, torch.utils.data.TensorDataset(xb, torch.zeros(3, 16, 16).long()), class_names=["background", "lesion"])
+    masks = torch.utils.data.TensorDataset(xb, torch.zeros(3, 16, 16).long())
+    ex = Explorer(seg, masks, class_names=["background", "lesion"])
     v = ex.show(case=1, method="gradcam", target=1)
     assert ex.segmenter and v.ok and v.overlay.shape == (16, 16) and v.probs.shape == (2,)
+
+
+def test_explorer_needs_an_existing_target_column(trained):
+    from gynlab.widgets import Explorer
+    model, _, classes, cyto = trained
+    with pytest.raises(UsageError, match="not a column"):
+        Explorer(model, cyto["validation"].select(range(3)), target="diagnosis")
+    # no target: no truth
+    ex = Explorer(model, cyto["validation"].select(range(3)), class_names=classes, background=False)
+    assert ex.errors() == [] and all("truth" not in label and "✗" not in label for label, _ in ex.case_w.options)
+    ex.close()
+
+
+class AlwaysNILM(nn.Module):
+    "A 'model' whose mistakes are known in advance: it predicts class 0 (NILM) for every image."
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+    def forward(self, x): return 1e-3 * self.conv(x).mean((2, 3)) + torch.tensor([5.0, 0.0, 0.0])
+
+
+def test_explorer_marks_exactly_the_models_mistakes(trained):
+    "The ✗ marks come from the column the model was trained on (bethesda), not from another label column."
+    from gynlab.widgets import Explorer
+    _, _, classes, cyto = trained
+    valid = cyto["validation"].select(range(20))
+    truth, other = np.array(valid["bethesda"]), np.array(valid["label"])
+    mistakes = [i for i in range(len(valid)) if truth[i] != 0]
+    assert mistakes and mistakes != [i for i in range(len(valid)) if other[i] != 0], "the columns must disagree here"
+    ex = Explorer(AlwaysNILM(), valid, class_names=classes, target="bethesda", image_size=48, background=False)
+    marked = [i for label, i in ex.case_w.options if "✗" in label]
+    assert ex.errors() == marked == mistakes
+    for label, i in ex.case_w.options: assert f"truth {classes[truth[i]]}, pred NILM" in label
+    assert f"truth <b>{classes[truth[2]]}</b>" in ex.show(case=2, method="saliency", target=None).message
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    "A classification run trained (seconds) on the phantom cells' Bethesda column: its config says target='bethesda'."
+    from gynlab.tasks import train_classifier
+    out = tmp_path_factory.mktemp("runs") / "cells"
+    train_classifier("phantom-cytology", out=out, epochs=2, image_size=32, subset=48, target="bethesda", progress=False)
+    return out
+
+
+def test_explorer_from_run_reads_the_target_from_the_config(run):
+    from gynlab.data import load
+    from gynlab.runs import load_run
+    from gynlab.train import predict
+    from gynlab.transforms import to_torch
+    from gynlab.widgets import Explorer
+    model, cfg = load_run(run)
+    assert cfg["target"] == "bethesda"
+    valid = load("phantom-cytology", n=80, image_size=32, seed=1)["validation"]
+    ex = Explorer.from_run(run, valid, background=False)
+    assert ex.class_names == cfg["classes"] == ["NILM", "LSIL", "HSIL"]
+    pred = predict(model, to_torch(valid, 32, 3, "bethesda", mean=cfg["mean"], std=cfg["std"])).argmax(1)
+    assert ex.errors() == np.flatnonzero(pred != np.array(valid["bethesda"])).tolist()
+    assert [i for label, i in ex.case_w.options if "✗" in label] == ex.errors()
+    assert ex.show(case=1, method="gradcam", target=None).ok
+    ex.close()
+
+
+def test_explain_image(trained):
+    model, x, classes, cyto = trained
+    img = cyto["validation"][0]["image"]
+    cfg = {"image_size": 48, "channels": 3, "mean": None, "std": None, "classes": classes}
+    rgb, probs, t = gi.explain_image(model, img, cfg, method="saliency")
+    assert rgb.shape == (48, 48, 3) and rgb.dtype == np.uint8 and t == int(probs.argmax())
+    assert np.allclose(probs, model(x[:1]).softmax(1)[0].detach().numpy(), atol=1e-5)
+    assert gi.explain_image(model, img, cfg, target="HSIL")[2] == 2
+    assert gi.explain_image(model, img, cfg, target=1)[2] == 1
+    same = gi.explain_image(model, x[0], cfg, method="saliency")          # an already preprocessed tensor
+    assert np.array_equal(same[0], rgb)
+    plain = gi.explain_image(model, img, cfg, method="saliency", opacity=0)[0]
+    assert not np.array_equal(plain, rgb)                                    # the overlay changes the picture
+    with pytest.raises(UsageError, match="unknown class 'cancer'"): gi.explain_image(model, img, cfg, target="cancer")
+    with pytest.raises(UsageError, match="unknown method"): gi.explain_image(model, img, cfg, method="lime")
+    with pytest.raises(UsageError, match="cfg"): gi.explain_image(model, img)
+    with pytest.raises(BadImageError, match="missing"): gi.explain_image(model, "/no/such/image.png", cfg)
+
+
+def test_explain_image_on_a_segmenter(xb):
+    torch.manual_seed(0)
+    cfg = {"classes": ["background", "lesion"]}
+    rgb, probs, t = gi.explain_image(TinySeg().eval(), xb[0], cfg, method="gradcam", target="lesion")
+    assert rgb.shape == (16, 16, 3) and probs.shape == (2,) and np.isclose(probs.sum(), 1) and t == 1
+
+
+def test_explain_file_writes_a_png_and_refuses_bad_input(run, tmp_path):
+    from PIL import Image
+    img = tmp_path / "cell.png"
+    Image.fromarray((np.random.default_rng(1).random((45, 70, 3)) * 255).astype("uint8")).save(img)
+    info = gi.explain_file(run, img, tmp_path / "out" / "ov.png", method="gradcam")
+    assert info["prediction"] in ["NILM", "LSIL", "HSIL"] and info["explained"] == info["prediction"]
+    assert 0 <= info["probability"] <= 1
+    assert np.asarray(Image.open(tmp_path / "out" / "ov.png")).shape == (32, 32, 3)
+    assert gi.explain_file(run, img, tmp_path / "hsil.png", target="HSIL")["explained"] == "HSIL"
+    with pytest.raises(UsageError, match="no-such-class"):
+        gi.explain_file(run, img, tmp_path / "x.png", target="no-such-class")
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    with pytest.raises(BadImageError, match="bad.png"): gi.explain_file(run, tmp_path / "bad.png", tmp_path / "y.png")
+    with pytest.raises(OutputError, match="inputs"): gi.explain_file(run, img, img)
+    with pytest.raises(RunError): gi.explain_file(tmp_path / "no-run", img, tmp_path / "z.png")
+    assert not any((tmp_path / n).exists() for n in ("x.png", "y.png", "z.png"))

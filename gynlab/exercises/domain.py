@@ -4,17 +4,10 @@
 
 # %% ../../nbs/exercises/domain.ipynb #88fb3d96
 from __future__ import annotations
-import copy
-import math
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from PIL import Image
 
-from ..train import get_device
-
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
+from .core import Wrong, exercise, expect_close
 from ..domain import DANN, dann_lambda
 
 # %% auto #0
@@ -27,31 +20,38 @@ def check_grad_reverse(fn):
     x = torch.randn(5, 3, requires_grad=True)
     y = fn(x, 0.3)
     if not torch.is_tensor(y): raise Wrong(f"your layer returned {type(y).__name__}, expected a tensor.")
-    if y.shape != x.shape or not torch.allclose(y, x): raise Wrong("the forward pass must return x unchanged (identity).")
+    if y.shape != x.shape or not torch.allclose(y, x):
+        raise Wrong("the forward pass must return x unchanged (identity).")
     w = torch.randn(5, 3); (y * w).sum().backward()
     if x.grad is None: raise Wrong("no gradient reached x: did you detach it?")
-    if torch.allclose(x.grad, w): raise Wrong("the gradient came back unchanged: it must be reversed (multiplied by −lambd).",
-                                              "write a torch.autograd.Function whose backward returns -ctx.lambd * grad")
+    if torch.allclose(x.grad, w):
+        raise Wrong("the gradient came back unchanged: it must be reversed (multiplied by −lambd).",
+                    "write a torch.autograd.Function whose backward returns -ctx.lambd * grad")
     expect_close(x.grad.numpy(), (-0.3 * w).numpy(), "the gradient that reached x", hint="−lambd × incoming gradient")
     return "correct: forward identity, backward −λ·grad — the whole of DANN's trick."
 
+# %% ../../nbs/exercises/domain.ipynb #5e7f9a21
 @exercise("domain-dann-lambda")
 def check_dann_lambda(fn):
     "Checker: `fn(p)` is the DANN schedule 2/(1+exp(−10p))−1 for training progress p in [0, 1]."
     ps = [0.0, 0.1, 0.25, 0.5, 1.0]
     got = [fn(p) for p in ps]
     if any(g is None for g in got): raise Wrong("your function returned None: did you forget to `return`?")
-    if abs(got[0]) > 1e-6: raise Wrong(f"λ at the start (p=0) should be 0, got {got[0]:.3g}.", "the domain loss must enter gently")
+    if abs(got[0]) > 1e-6:
+        raise Wrong(f"λ at the start (p=0) should be 0, got {got[0]:.3g}.", "the domain loss must enter gently")
     if not all(a < b for a, b in zip(got, got[1:])): raise Wrong("λ should rise steadily with training progress p.")
-    expect_close(got, [dann_lambda(p) for p in ps], "λ at p = 0, 0.1, 0.25, 0.5, 1", rtol=1e-3, hint="2 / (1 + exp(-10 p)) - 1")
+    expect_close(got, [dann_lambda(p) for p in ps], "λ at p = 0, 0.1, 0.25, 0.5, 1", rtol=1e-3,
+                 hint="2 / (1 + exp(-10 p)) - 1")
     return "correct: λ rises from 0 to ≈1 in an S-curve."
 
+# %% ../../nbs/exercises/domain.ipynb #7b9c1d43
 @exercise("domain-adabn-layers")
 def check_bn_count(n, model=None):
     "Checker: `n` is the number of tensors AdaBN changes in `DANN()` (each BatchNorm layer's running mean and var)."
     model = model or DANN()
-    want = 2 * sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if n == sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise Wrong(f"{n} is the number of BatchNorm layers; AdaBN changes two tensors in each.")
-    if n != want: raise Wrong(f"{n} is not right.", "count the BatchNorm layers: model.modules(); each has running_mean and running_var")
-    return f"correct: {want} tensors — the weights, biases and BN affine parameters stay as trained."
+    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if n == n_bn: raise Wrong(f"{n} is the number of BatchNorm layers; AdaBN changes two tensors in each.")
+    if n != 2 * n_bn:
+        raise Wrong(f"{n} is not right.", "count the BatchNorm layers in model.modules(); each has running_mean and "
+                                          "running_var")
+    return f"correct: {2 * n_bn} tensors — the weights, biases and BN affine parameters stay as trained."
