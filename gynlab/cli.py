@@ -185,8 +185,28 @@ def _add_data(sub):
     pl.set_defaults(func=lambda a: print(data_list(a.root, a.json)))
     pi.set_defaults(func=lambda a: print(data_info(a.name, a.root, a.json)))
 
+# %% ../nbs/lib/99_cli.ipynb #cl000021
+def _cmd_explain(a) -> int:
+    from gynlab.interpret import explain_file
+    r = explain_file(a.run, a.image, a.out, method=a.method, target=a.target, device=a.device)
+    print(f"prediction: {r['prediction']} (p={r['probability']:.3f}); {r['method']} explains {r['explained']}")
+    print(f"wrote {r['out']}")
+    return 0
+
+def _add_explain(sub):
+    p = sub.add_parser("explain", help="attribution overlay for one image and a classification run (a PNG)",
+                       description="Explain one prediction with an attribution method (see lesson 50). Not for clinical use.")
+    p.add_argument("--run", required=True, help="classification run folder")
+    p.add_argument("--image", required=True, help="image file")
+    p.add_argument("--method", default="gradcam", help="saliency, gradcam (default), integrated_gradients, occlusion, ... "
+                   "(gynlab.interpret.METHODS)")
+    p.add_argument("--target", default=None, help="class to explain (name or index; default: the predicted class)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_explain)
+
 # %% ../nbs/lib/99_cli.ipynb #cl000012
-COMMANDS = [_add_data, _add_train]       # each adds its sub-parsers; later sections of this page add more
+COMMANDS = [_add_data, _add_train, _add_explain]   # each adds its sub-parsers
 PLUGIN_MODULES: list[str] = []           # modules with an `_add_cli(subparsers)` of their own
 
 def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
