@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -16,13 +17,14 @@ from PIL import Image as PILImage
 
 # the data errors live in gynlab.core; they are importable from here too (`from gynlab.data import DataError`)
 from .core import (BadImageError, DataError, DatasetNotFound, DownloadError,  # noqa: F401
-                         UnknownDataset, UsageError)
+                         UnknownDataset, UsageError, check_number, open_image)
 
 # %% auto #0
 __all__ = ['MMOTU_CLASSES', 'MMOTU_PALETTE', 'SIPAKMED_CLASSES', 'HERLEV_CLASSES', 'BINARY_CLASSES', 'DOPPLER_THRESHOLD',
            'DatasetCard', 'register', 'cards', 'card', 'card_table', 'cache_dir', 'data_roots', 'find_data',
            'fit_image', 'load', 'validate', 'colour_mask_to_index', 'fill_outline', 'grouped_split', 'split_overlap',
-           'colour_fraction']
+           'dhash', 'hamming', 'near_duplicate_distance', 'near_duplicate_pairs', 'near_duplicate_clusters',
+           'leak_free_split', 'colour_fraction', 'overlay_mask', 'show_batch']
 
 # %% ../nbs/00_data.ipynb #8e0a097f
 @dataclass
@@ -91,17 +93,19 @@ BINARY_CLASSES = ["normal", "abnormal"]
 _ = register(DatasetCard(
     "mmotu", "MMOTU OTU_2D: ovarian tumour ultrasound", "ultrasound (2D B-mode, some colour Doppler)",
     ["classification", "segmentation"], MMOTU_CLASSES, "RGB, longer side <= 512 px here (original up to ~1000)",
-    "1,469 official (1,323 here: train 1,177 / validation 146)",
+    "1,469 official (1,323 here: labels.csv splits them train 1,177 / validation 146)",
     "Zhao Q. et al., A Multi-Modality Ovarian Tumor Ultrasound Image Dataset for Unsupervised Cross-Domain "
     "Semantic Segmentation, arXiv:2207.06799 (2022)",
     "no licence stated: research/teaching use with citation", "https://github.com/cv516Buaa/MMOTU_DS2Net",
     "mmotu_otu2d/ images/N.JPG; annotations/N.PNG (RGB colour mask) and N_binary.PNG (0/1); "
     "labels.csv (image, annotation, class_name, split)",
     ["calipers and measurement text are burned into many images: a shortcut a model can learn",
-     "no patient ids: near-identical frames of one patient can fall in both splits (optimistic scores); "
-     "'group' is the image id",
+     "no patient ids: near-identical frames of one patient fall in both splits of labels.csv (optimistic "
+     "scores). The default split=\"grouped\" keeps each near-duplicate cluster (dHash) in one split and names it "
+     "in 'group'; split=\"csv\" gives the redistributor's split, leak included",
+     "a few near-identical images carry different class labels (label noise)",
      "about 15% of images are colour Doppler (colour flow overlay): a domain shift inside the set",
-     "split is the redistributor's, not the official MMOTU train/val lists; 146 images are held back"],
+     "labels.csv's split is the redistributor's, not the official MMOTU train/val lists; 146 images are held back"],
     "gynlab.datasets:load_mmotu", True, "mmotu_otu2d"))
 
 # %% ../nbs/00_data.ipynb #a71adfb6
@@ -188,7 +192,16 @@ for _c in [
     DatasetCard("phantom-cine", "Ultrasound cine-loop phantoms (beating vs still)", "ultrasound cine (T frames)",
                 ["sequence classification"], ["still", "beating"], "12x64x64 (frames x pixels)",
                 loader="gynlab.phantoms:phantom_cine", **_PHANTOM,
-                caveats=["a single frame carries no label information by design: use the sequence"])]:
+                caveats=["a single frame carries no label information by design: use the sequence"]),
+    DatasetCard("phantom-placenta", "Placenta accreta spectrum ultrasound phantoms (lower segment, bladder, signs)",
+                "ultrasound (grey-scale, sector)", ["classification", "segmentation"], ["no_pas", "pas"],
+                "128x128 (any 64-512)", loader="gynlab.placenta:phantom_placenta",
+                **{**_PHANTOM, "source": "generated on the fly by gynlab.placenta (lesson 85)"},
+                caveats=["synthetic: the signs follow the standardised descriptors (Collins et al. 2016) as drawn by "
+                         "gynlab, not measured on patients; no public images of placenta accreta spectrum exist",
+                         "'bridging vessels' is a grey-scale stand-in for a colour Doppler sign",
+                         "mask classes: background, bladder, uterine_wall, placenta, clear_zone_loss, lacuna, "
+                         "myometrial_thinning, bladder_wall_interruption, bridging_vessel; one 0/1 column per sign"])]:
     register(_c)
 
 # %% ../nbs/00_data.ipynb #1cecc988
@@ -345,6 +358,70 @@ def split_overlap(splits) -> dict[str, list[str]]:
         for g in set(map(str, gs)): seen.setdefault(g, []).append(name)
     return {g: s for g, s in seen.items() if len(s) > 1}
 
+# %% ../nbs/00_data.ipynb #nd000002
+def dhash(img, hash_size: int = 16, as_hex: bool = False):
+    "Difference hash of `img` (path, PIL or array): `hash_size**2` bits, 1 where a pixel outshines its right neighbour."
+    check_number("hash_size", hash_size, lo=2, integer=True)
+    g = np.asarray(open_image(img).convert("L").resize((hash_size + 1, hash_size), PILImage.LANCZOS), dtype=np.int16)
+    bits = (g[:, 1:] > g[:, :-1]).ravel()
+    return np.packbits(bits).tobytes().hex() if as_hex else bits   # hex: the bits packed into whole bytes
+
+def _bits(hashes) -> np.ndarray:
+    "(N, bits) bool array from bit arrays or hex strings."
+    if len(hashes) and isinstance(hashes[0], str):
+        return np.unpackbits(np.stack([np.frombuffer(bytes.fromhex(h), np.uint8) for h in hashes]), axis=1).astype(bool)
+    return np.atleast_2d(np.asarray(hashes, bool))
+
+def hamming(a, b=None) -> np.ndarray:
+    "Pairwise Hamming distances between the rows of hashes `a` (N,bits) and `b` (M,bits; default `a`), bits or hex."
+    a = _bits(a).astype(np.int32)
+    b = a if b is None else _bits(b).astype(np.int32)
+    if a.shape[1] != b.shape[1]: raise UsageError(f"hashes of different lengths: {a.shape[1]} and {b.shape[1]} bits")
+    return a @ (1 - b).T + (1 - a) @ b.T
+
+def near_duplicate_distance(hash_size: int = 16) -> int:
+    "The Hamming distance up to which two dHashes count as near-duplicates: 8% of the bits (20 of 256)."
+    return round(0.08 * hash_size ** 2)
+
+# %% ../nbs/00_data.ipynb #nd000003
+def near_duplicate_pairs(hashes, max_distance: int | None = None, block: int = 2048) -> list[tuple[int, int, int]]:
+    "(i, j, distance) of every pair i < j within `max_distance` bits (default: `near_duplicate_distance`), in blocks."
+    H = _bits(hashes)
+    if max_distance is None: max_distance = round(0.08 * H.shape[1])
+    out = []
+    for s in range(0, len(H), block):
+        d = hamming(H[s:s + block], H)
+        i, j = np.nonzero(d <= max_distance)
+        keep = j > i + s
+        out += [(int(a + s), int(b), int(d[a, b])) for a, b in zip(i[keep], j[keep])]
+    return out
+
+def near_duplicate_clusters(hashes, max_distance: int | None = None, groups=None) -> np.ndarray:
+    "Cluster of each image (its smallest index): images joined by near-duplicate pairs, or a shared group, share one."
+    parent = np.arange(len(hashes))
+    def root(i):
+        while parent[i] != i: parent[i] = i = parent[parent[i]]
+        return i
+    first = {}
+    links = [(first.setdefault(g, i), i) for i, g in enumerate(groups)] if groups is not None else []
+    for i, j, *_ in near_duplicate_pairs(hashes, max_distance) + links:
+        a, b = root(i), root(j); parent[max(a, b)] = min(a, b)      # the root of a cluster is its smallest index
+    return np.array([root(i) for i in range(len(parent))], dtype=int)
+
+def leak_free_split(splits, clusters) -> list[str]:
+    "Split names with every cluster moved, whole, to the split holding most of it (ties: the larger split)."
+    splits, clusters = [str(s) for s in splits], list(clusters)
+    if len(splits) != len(clusters): raise UsageError(f"{len(splits)} split names but {len(clusters)} cluster ids")
+    size, members = Counter(splits), defaultdict(list)
+    for i, c in enumerate(clusters): members[c].append(i)
+    out = list(splits)
+    for idx in members.values():
+        votes = Counter(splits[i] for i in idx)
+        if len(votes) > 1:
+            best = max(votes, key=lambda s: (votes[s], size[s], s))
+            for i in idx: out[i] = best
+    return out
+
 # %% ../nbs/00_data.ipynb #1f0efbaa
 def colour_fraction(img) -> float:
     "Share of strongly red or strongly blue pixels (colour-flow Doppler), on an RGB image or array."
@@ -354,3 +431,39 @@ def colour_fraction(img) -> float:
     return float(((r - np.maximum(g, b)) > 60).mean() + ((b - np.maximum(r, g)) > 60).mean())
 
 DOPPLER_THRESHOLD = 0.002
+
+# %% ../nbs/00_data.ipynb #sb000001
+_MASK_COLOURS = np.array([[230, 60, 60], [60, 200, 90], [70, 120, 250], [240, 200, 40], [200, 80, 220],
+                          [40, 210, 210], [250, 140, 40], [150, 150, 255]], np.float32)   # class 1, 2, ... (cycled)
+
+def overlay_mask(img, msk, alpha: float = 0.45) -> np.ndarray:
+    "RGB uint8 array: `img` with the classes of mask `msk` (indices, 0 = background) painted over it."
+    a, m = np.asarray(open_image(img).convert("RGB")).astype(np.float32), np.asarray(open_image(msk, "mask"))
+    m = m.max(-1) if m.ndim == 3 else m
+    if m.shape != a.shape[:2]: raise DataError(f"mask is {m.shape[1]}x{m.shape[0]}, image {a.shape[1]}x{a.shape[0]}")
+    fg = m > 0
+    a[fg] = (1 - alpha) * a[fg] + alpha * _MASK_COLOURS[(m[fg].astype(int) - 1) % len(_MASK_COLOURS)]
+    return a.astype(np.uint8)
+
+def show_batch(split, n: int = 5, size: int = 128, label_col: str = "label", mask_col: str | None = "mask",
+               seed: int | None = 0, title: str = ""):
+    "Plotly figure: `n` random rows of `split` with their labels, and below them with their masks overlaid."
+    import textwrap
+    from plotly.subplots import make_subplots
+    check_number("n", n, lo=1, hi=6, integer=True)
+    order = np.random.default_rng(seed).permutation(len(split)) if seed is not None else range(len(split))
+    rows, masked = [split[int(i)] for i in order[:n]], mask_col in split.column_names
+    names = getattr(split.features.get(label_col), "names", None)
+    tag = lambda v: "<br>".join(textwrap.wrap(str(names[v] if names else v).replace("_", " "), 18)[:2])
+    fig = make_subplots(rows=1 + masked, cols=len(rows), horizontal_spacing=0.01, vertical_spacing=0.02,
+                        subplot_titles=[tag(r.get(label_col, "")) for r in rows])
+    for j, r in enumerate(rows, start=1):
+        img = fit_image(open_image(r["image"]).convert("RGB"), size)
+        fig.add_image(z=np.asarray(img), row=1, col=j)
+        if masked:
+            msk = fit_image(open_image(r[mask_col], "mask"), size, PILImage.NEAREST)
+            fig.add_image(z=overlay_mask(img, msk), row=2, col=j)
+    fig.update_xaxes(visible=False); fig.update_yaxes(visible=False); fig.update_annotations(font_size=11)
+    fig.update_layout(width=min(900, 165 * len(rows) + 20), height=175 * (1 + masked) + 70, title=title, title_y=0.99,
+                      title_yanchor="top", margin=dict(l=10, r=10, t=80 if title else 50, b=5))
+    return fig

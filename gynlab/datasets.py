@@ -20,11 +20,11 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image as PILImage, ImageDraw
 
-from .core import (DataError, DownloadError, GynlabError, check_number, check_output, is_image_file, open_image,
-                         read_json, write_json)
+from .core import (DataError, DownloadError, GynlabError, check_choice, check_number, check_output, is_image_file,
+                         open_image, read_json, write_json)
 from .data import (BINARY_CLASSES, DOPPLER_THRESHOLD, HERLEV_CLASSES, MMOTU_CLASSES, MMOTU_PALETTE,
-                         SIPAKMED_CLASSES, cache_dir, card, colour_fraction, colour_mask_to_index, fill_outline,
-                         fit_image, grouped_split)
+                         SIPAKMED_CLASSES, cache_dir, card, colour_fraction, colour_mask_to_index, dhash, fill_outline,
+                         fit_image, grouped_split, leak_free_split, near_duplicate_clusters)
 
 # %% auto #0
 __all__ = ['clear_cache', 'load_mmotu', 'load_hc18', 'load_isbi2014', 'load_sipakmed', 'load_herlev', 'make_fixture', 'download']
@@ -167,34 +167,39 @@ def _mmotu_convert(item: tuple, out: Path, image_size: int | None) -> dict:
         raise DataError(f"{les_p}: binary mask has values {vals[:6]}, expected 0/1")
     s = img_p.stem
     return {"colour_fraction": colour_fraction(np.asarray(im.convert("RGB"))[::4, ::4]),
+            "dhash": dhash(im, as_hex=True),             # of the original image: the same whatever image_size
             "mask": _save(idx, image_size, out / f"{s}_mask.png", nearest=True),
             "lesion_mask": _save((lv > 0).astype(np.uint8), image_size, out / f"{s}_lesion.png", nearest=True),
             "image": _save(im.convert("RGB"), image_size, out / f"{s}.png") if image_size else str(img_p)}
 
 # %% ../nbs/lib/00_datasets.ipynb #d5e7a013
-def load_mmotu(root, image_size: int | None = None, validate: bool = False):
-    "MMOTU OTU_2D from `root` (images/, annotations/, labels.csv) as a DatasetDict with the CSV's splits."
+def load_mmotu(root, image_size: int | None = None, validate: bool = False, split: str = "grouped"):
+    "MMOTU OTU_2D from `root` (images/, annotations/, labels.csv); `split`: near-duplicates kept together, or the CSV's."
     import datasets
-    image_size = _check_size(image_size)
+    image_size, split = _check_size(image_size), check_choice("split", split, ("grouped", "csv"))
     root = Path(root); csv_path = root / "labels.csv"
     _need(csv_path, root / "images", root / "annotations", what=f"an MMOTU OTU_2D folder ({root})")
     items = _mmotu_items(root, csv_path)
-    key = _key([p for it in items for p in it[:3]], texts=[csv_path], kind="mmotu", image_size=image_size)
+    key = _key([p for it in items for p in it[:3]], texts=[csv_path], kind="mmotu", image_size=image_size,
+               hash="dhash16")
     folder, man = _cached("mmotu", key, lambda out: _convert_all(lambda it: _mmotu_convert(it, out, image_size), items,
                                                                  f"MMOTU at {root}"), force=validate)
-    cols = ["image", "mask", "lesion_mask", "label", "file", "group", "doppler", "colour_fraction"]
+    hashes = [man[str(i)]["dhash"] for i in range(len(items))]
+    clusters = near_duplicate_clusters(hashes)
+    names = [it[4] for it in items] if split == "csv" else leak_free_split([it[4] for it in items], clusters)
+    cols = ["image", "mask", "lesion_mask", "label", "file", "group", "doppler", "colour_fraction", "dhash"]
     splits: dict[str, dict] = {}
-    for i, (img_p, _, _, label, split) in enumerate(items):
-        rec, d = man[str(i)], splits.setdefault(split, {k: [] for k in cols})
+    for i, (img_p, _, _, label, _) in enumerate(items):
+        rec, d = man[str(i)], splits.setdefault(names[i], {k: [] for k in cols})
         for k in ("mask", "lesion_mask"): d[k].append(str(folder / Path(rec[k]).name))
         d["image"].append(str(folder / Path(rec["image"]).name) if image_size else str(img_p))
-        d["label"].append(label); d["file"].append(img_p.name); d["group"].append(img_p.stem)
+        d["label"].append(label); d["file"].append(img_p.name); d["group"].append(items[clusters[i]][0].stem)
         d["doppler"].append(rec["colour_fraction"] > DOPPLER_THRESHOLD)
-        d["colour_fraction"].append(rec["colour_fraction"])
+        d["colour_fraction"].append(rec["colour_fraction"]); d["dhash"].append(rec["dhash"])
     return _dataset_dict(splits, {"image": datasets.Image(), "mask": datasets.Image(), "lesion_mask": datasets.Image(),
                                   "label": datasets.ClassLabel(names=MMOTU_CLASSES), "file": datasets.Value("string"),
                                   "group": datasets.Value("string"), "doppler": datasets.Value("bool"),
-                                  "colour_fraction": datasets.Value("float32")})
+                                  "colour_fraction": datasets.Value("float32"), "dhash": datasets.Value("string")})
 
 # %% ../nbs/lib/00_datasets.ipynb #d5e7a015
 _HC_IMG = re.compile(r"^(\d+)_(\d*)HC\.png$", re.I)

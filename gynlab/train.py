@@ -22,7 +22,7 @@ from .history import History, finite
 # %% auto #0
 __all__ = ['EVENTS', 'probabilities', 'macro_auc', 'classification_metrics', 'balanced_class_weights', 'Callback', 'Trainer',
            'supervised_step', 'Validation', 'EarlyStopping', 'BestWeights', 'Checkpoint', 'OneCycle', 'ProgressBar',
-           'fit', 'evaluate', 'predict']
+           'fit', 'evaluate', 'predict', 'most_confused', 'top_losses', 'plot_confusion_matrix', 'plot_top_losses']
 
 # %% ../nbs/11_training.ipynb #2bde2708
 def probabilities(outputs) -> np.ndarray:
@@ -438,3 +438,52 @@ def predict(model: nn.Module, data, device=None, *, batch_size: int = 64, num_wo
     finally: model.train(was)
     out = torch.cat(outs)
     return (out.softmax(1) if activation == "softmax" else out.sigmoid() if activation == "sigmoid" else out).numpy()
+
+# %% ../nbs/11_training.ipynb #pl000001
+def most_confused(cm, classes=None, k: int = 5, min_count: int = 1) -> list[tuple]:
+    "The `k` largest off-diagonal cells of a confusion matrix (rows: true): [(true, predicted, count)], largest first."
+    cm = np.asarray(cm); names = list(classes) if classes is not None else list(range(len(cm)))
+    off = [(names[i], names[j], int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm))
+           if i != j and cm[i, j] >= min_count]
+    return sorted(off, key=lambda r: -r[2])[:k]
+
+def top_losses(probs, targets, k: int = 8) -> list[dict]:
+    "The `k` rows with the largest cross-entropy `-log p(true class)`, worst first: [{index, loss, target, pred, p_target}]."
+    p, y = np.asarray(probs, dtype=np.float64), np.asarray(targets).astype(int).reshape(-1)
+    loss = -np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))
+    return [{"index": int(i), "loss": float(loss[i]), "target": int(y[i]), "pred": int(p[i].argmax()),
+             "p_target": float(p[i, y[i]])} for i in np.argsort(-loss, kind="stable")[:k]]
+
+def _names(classes, n: int) -> list[str]:
+    return [str(c).replace("_", " ") for c in classes] if classes is not None else [str(i) for i in range(n)]
+
+def plot_confusion_matrix(cm, classes=None, normalize: bool = False, title: str = "confusion matrix"):
+    "Plotly heat map of a confusion matrix (rows: true, columns: predicted) with the counts (or row shares) written in."
+    import plotly.graph_objects as go
+    cm = np.asarray(cm, dtype=np.float64); names = _names(classes, len(cm))
+    z = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, colorscale="Blues", showscale=False, texttemplate="%{text}",
+                               text=[[f"{v:.2f}" if normalize else f"{v:.0f}" for v in row] for row in z]))
+    side = min(620, 160 + 52 * len(names))
+    fig.update_layout(title=title, width=side + 80, height=side, xaxis_title="predicted", yaxis_title="true",
+                      yaxis_autorange="reversed", margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+def plot_top_losses(images, top: list[dict], classes=None, ncols: int = 4, size: int = 120, title: str = "top losses"):
+    "Plotly grid of the images of `top_losses` rows, titled true / predicted / loss; `images`: a `datasets` split or a list."
+    import textwrap
+    from PIL import Image
+    from plotly.subplots import make_subplots
+    n, short = len(top), lambda s: textwrap.shorten(s, 16, placeholder="…")
+    names, rows = _names(classes, 1 + max([max(r["target"], r["pred"]) for r in top], default=0)), -(-n // ncols)
+    titles = [f"true {short(names[r['target']])}<br>pred {short(names[r['pred']])}<br>loss {r['loss']:.2f}, "
+              f"p={r['p_target']:.2f}" for r in top]
+    fig = make_subplots(rows=rows, cols=min(ncols, n), vertical_spacing=0.12, horizontal_spacing=0.02, subplot_titles=titles)
+    for k, r in enumerate(top):
+        im = images[r["index"]]["image"] if hasattr(images, "column_names") else images[r["index"]]
+        im = im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im))
+        fig.add_image(z=np.asarray(im.convert("RGB").resize((size, size), Image.NEAREST)), row=k // ncols + 1, col=k % ncols + 1)
+    fig.update_xaxes(visible=False); fig.update_yaxes(visible=False); fig.update_annotations(font_size=10)
+    fig.update_layout(title=title, width=min(900, 175 * min(ncols, n) + 20), height=190 * rows + 60,
+                      margin=dict(l=5, r=5, t=95, b=5))
+    return fig

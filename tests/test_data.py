@@ -164,6 +164,41 @@ def test_mmotu_fixture(tmp_path, gynlab_cache):
     assert small["image"].size == small["mask"].size == (16, 16)
 
 
+def test_mmotu_near_duplicates_kept_in_one_split(tmp_path, gynlab_cache):
+    root = fixture("mmotu", tmp_path, n=9)                        # 3, 6, 9 are validation in labels.csv
+    img = root / "images"
+    Image.open(img / "1.JPG").resize((40, 27)).resize((48, 32)).save(img / "3.JPG", quality=80)   # 3 = copy of 1
+    Image.open(img / "6.JPG").save(img / "5.JPG", quality=95)                                        # 5 (train) = 6
+    csv_split, grouped = gd.load("mmotu", root=root, split="csv"), gd.load("mmotu", root=root)
+    assert gd.split_overlap(csv_split) == {"1": ["train", "validation"], "5": ["train", "validation"]}
+    assert gd.split_overlap(grouped) == {}
+    # a tie (one image on each side) goes to the larger split, train
+    assert sorted(grouped["validation"]["file"]) == ["9.JPG"]
+    g = dict(zip(grouped["train"]["file"], grouped["train"]["group"]))
+    assert g["3.JPG"] == g["1.JPG"] == "1" and g["6.JPG"] == g["5.JPG"] == "5" and g["2.JPG"] == "2"
+    with pytest.raises(gd.UsageError, match="split: unknown value 'official'"):
+        gd.load("mmotu", root=root, split="official")
+
+
+def test_dhash_and_clusters():
+    imagehash = pytest.importorskip("imagehash")
+    rng = np.random.default_rng(0)
+    a = Image.fromarray(rng.integers(0, 255, (40, 60), np.uint8))
+    for hs in (8, 16):
+        np.testing.assert_array_equal(gd.dhash(a, hs), imagehash.dhash(a, hs).hash.ravel())
+    assert gd.hamming([gd.dhash(a, as_hex=True)], [gd.dhash(a)])[0, 0] == 0 and len(gd.dhash(a, as_hex=True)) == 64
+    H = np.zeros((5, 16), bool); H[1, :2] = True; H[2, :4] = True; H[3, 8:] = True; H[4, 9:] = True
+    # 0-1 (2 bits), 1-2 (2 bits) chain into one cluster though 0-2 are 4 bits apart; 3-4 (1 bit)
+    assert gd.near_duplicate_pairs(H, 2) == [(0, 1, 2), (1, 2, 2), (3, 4, 1)]
+    assert gd.near_duplicate_clusters(H, 2).tolist() == [0, 0, 0, 3, 3]
+    assert gd.near_duplicate_clusters(H, 2, groups=["a", "b", "c", "a", "d"]).tolist() == [0, 0, 0, 0, 0]
+    assert gd.near_duplicate_pairs(H, 2, block=2) == gd.near_duplicate_pairs(H, 2)   # blocks change nothing
+    assert gd.leak_free_split(["t", "t", "v", "v", "t"], [0, 0, 0, 3, 3]) == ["t"] * 5   # majority; tie: larger split
+    assert gd.leak_free_split(["t", "v", "v", "t", "t"], [0, 1, 1, 3, 4]) == ["t", "v", "v", "t", "t"]  # nothing moves
+    with pytest.raises(gd.UsageError, match="different lengths"): gd.hamming(H, np.zeros((1, 3), bool))
+    with pytest.raises(gd.UsageError, match="hash_size"): gd.dhash(a, 1)
+
+
 @pytest.mark.parametrize("outline", [True, False])
 def test_hc18_outline_or_filled_gives_filled_mask(tmp_path, gynlab_cache, outline):
     ds = gd.load("hc18", root=fixture("hc18", tmp_path, n=6, outline=outline))
@@ -375,12 +410,34 @@ def test_real_files_copied_and_broken(shared_data, tmp_path, gynlab_cache):
 # ---------------------------------------------------------------- real data (skipped without ../shared/data)
 def test_real_mmotu(shared_data, monkeypatch):
     monkeypatch.delenv("GYNLAB_DATA", raising=False)
-    ds = gd.load("mmotu")
-    assert (ds["train"].num_rows, ds["validation"].num_rows) == (1177, 146)
+    csv_split = gd.load("mmotu", split="csv")
+    assert (csv_split["train"].num_rows, csv_split["validation"].num_rows) == (1177, 146)
+    assert len(gd.split_overlap(csv_split)) >= 5                  # the redistributor's split leaks near-duplicates
+    ds = gd.load("mmotu")                                          # the default: split="grouped"
+    assert sum(d.num_rows for d in ds.values()) == 1323 and ds["validation"].num_rows >= 120
     assert ds["train"].features["label"].names == gd.MMOTU_CLASSES
     r = ds["validation"][0]
     assert r["image"].size == r["mask"].size and set(np.unique(np.asarray(r["mask"]))) <= {0, r["label"] + 1}
     assert 150 < sum(ds["train"]["doppler"]) + sum(ds["validation"]["doppler"]) < 250
+
+
+def test_real_mmotu_grouped_split_has_no_near_duplicate_across(shared_data, monkeypatch):
+    "Recompute every image's dHash from its file: no pair within the near-duplicate distance straddles the split."
+    monkeypatch.delenv("GYNLAB_DATA", raising=False)
+    ds = gd.load("mmotu")
+    where = [s for s in ("train", "validation") for _ in range(ds[s].num_rows)]
+    folder = shared_data / "mmotu_otu2d" / "images"
+    H = np.stack([gd.dhash(folder / f) for s in ("train", "validation") for f in ds[s]["file"]])
+    assert [gd.dhash(ds["validation"][i]["image"], as_hex=True) for i in range(3)] == ds["validation"]["dhash"][:3]
+    pairs = gd.near_duplicate_pairs(H)
+    assert len(pairs) > 50                                         # MMOTU is full of near-duplicates...
+    assert not [(i, j) for i, j, _ in pairs if where[i] != where[j]]     # ...and none straddles the split
+    assert gd.split_overlap(ds) == {}
+    csv_split = gd.load("mmotu", split="csv")
+    n_tr = csv_split["train"].num_rows
+    hashes = list(csv_split["train"]["dhash"]) + list(csv_split["validation"]["dhash"])
+    across = [p for p in gd.near_duplicate_pairs(hashes) if (p[0] < n_tr) != (p[1] < n_tr)]
+    assert len(across) >= 10                                       # what the grouped split fixes
 
 
 def test_real_hc18_and_isbi(shared_data, monkeypatch):
@@ -486,10 +543,24 @@ def test_download_http_error_and_offline(server, tmp_path):
 
 # ---------------------------------------------------------------- exercises
 def test_exercise_checkers_accept_right_and_reject_wrong():
-    assert XD.check_colour_mask(lambda rgb, pal: gd.colour_mask_to_index(rgb, pal))
-    assert not XD.check_colour_mask(lambda rgb, pal: rgb[..., 0])
     ok = lambda g, f, s: tuple(map(list, (gd.grouped_split(g, {"t": 1 - f, "v": f}, s).values())))
     assert XD.check_grouped_split(ok)
     assert not XD.check_grouped_split(lambda g, f, s: (list(range(0, len(g), 2)), list(range(1, len(g), 2))))
-    assert XD.check_doppler(lambda a: gd.colour_fraction(a) > gd.DOPPLER_THRESHOLD)
-    assert not XD.check_doppler(lambda a: True)
+    assert XD.check_pixel_size(0.5) and not XD.check_pixel_size(0.125) and not XD.check_pixel_size(0.25)
+    tab = XD.leak_candidates()["table"]
+    assert XD.check_leaky_splits({"A", "B"}, tab)
+    assert not XD.check_leaky_splits({"A"}, tab) and not XD.check_leaky_splits({"A", "B", "C"}, tab)
+
+
+def test_show_batch_and_overlay():
+    dd = gd.load("phantom-pelvic-us", n=10, image_size=64)
+    fig = gd.show_batch(dd["train"], n=3, size=48, title="t")
+    assert len(fig.data) == 6 and fig.layout.width <= 900 and fig.data[0].z.shape[:2] == (48, 48)
+    assert len(gd.show_batch(dd["train"], n=2, mask_col=None).data) == 2
+    r = dd["train"][0]
+    over = gd.overlay_mask(r["image"], r["mask"])
+    m = np.asarray(r["mask"]) > 0
+    assert over.shape == (64, 64, 3) and (over[~m] == np.asarray(r["image"].convert("RGB"))[~m]).all()
+    assert (over[m] != over[m][:, :1]).any()                                       # coloured where the mask is
+    with pytest.raises(DataError, match="mask is 3x3"):
+        gd.overlay_mask(r["image"], np.zeros((3, 3), np.uint8))

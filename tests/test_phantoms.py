@@ -214,9 +214,8 @@ def test_bad_arguments():
 
 # --- exercise checkers ---------------------------------------------------------------------------------------------
 def test_checkers():
-    assert XP.check_nc_ratio(lambda n, c: n.sum() / c.sum())
-    assert not XP.check_nc_ratio(lambda n, c: n.sum() / (c.sum() - n.sum()))
-    assert not XP.check_nc_ratio(lambda n, c: n.mean())
+    assert XP.check_split_count(4) and not XP.check_split_count(6)           # slides, not cells, are split
+    assert XP.check_separating_feature("chromatin_coarseness") and not XP.check_separating_feature("nc_ratio")
     good = lambda a, rng: np.hypot(*(rng.normal(size=(2, *a.shape)) * (a / np.sqrt(2))))
     assert XP.check_speckle(good)
     assert not XP.check_speckle(lambda a, rng: a + rng.normal(size=a.shape))        # additive, not speckle

@@ -280,3 +280,17 @@ def test_bad_batches_and_optimizer_names():
         fit(net(), Bad(), **KW)
     with pytest.raises(UsageError, match="unknown optimizer"):
         fit(net(), blobs(), optimizer="lbfgsx", **KW)
+
+
+def test_confusion_and_top_loss_helpers():
+    from gynlab.train import most_confused, plot_confusion_matrix, plot_top_losses, top_losses
+    cm = [[5, 2, 0], [7, 1, 0], [0, 0, 3]]
+    assert most_confused(cm, ["a", "b", "c"], k=2) == [("b", "a", 7), ("a", "b", 2)]
+    assert most_confused(cm, k=5, min_count=3) == [(1, 0, 7)]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    top = top_losses(probs, [0, 0, 1], k=2)
+    assert [r["index"] for r in top] == [1, 2] and top[0]["pred"] == 1 and abs(top[0]["loss"] + np.log(0.2)) < 1e-12
+    fig = plot_confusion_matrix(cm, ["a", "b", "c"], normalize=True)
+    assert fig.layout.width <= 900 and abs(fig.data[0].z[1][0] - 7 / 8) < 1e-12
+    f2 = plot_top_losses([np.zeros((8, 8), np.uint8)] * 3, top, ["normal", "abnormal"])
+    assert len(f2.data) == 2 and f2.layout.width <= 900 and "true normal" in f2.layout.annotations[0].text

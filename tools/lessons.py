@@ -17,6 +17,7 @@ PLAN = [
     ("00_data", "imaging modalities, dataset cards, grouped splits, data quality", "gynlab.data"),
     ("01_phantoms", "synthetic data with known truth: how it is made and why", "gynlab.phantoms"),
     ("02_transforms", "normalisation, augmentation for ultrasound (speckle) and cytology (stain)", "gynlab.transforms"),
+    ("05_from_zero", "a neuron, a loss, gradient descent and backpropagation by hand, checked against autograd", ""),
     ("09_exercises", "how the self-checking exercises work", "gynlab.exercises"),
     ("10_cnn", "convolution, pooling, fully connected layers, receptive fields", "gynlab.models.cnn"),
     ("11_training", "the training loop, metrics, early stopping, checkpoints, seeds, DDP", "gynlab.train"),
@@ -32,11 +33,16 @@ PLAN = [
     ("70_generative", "autoencoders (denoising, anomaly), GANs (synthesis, augmentation)", "gynlab.models.generative"),
     ("71_sequence", "RNNs over ultrasound cine loops", "gynlab.models.sequence"),
     ("80_responsible", "shortcut learning, subgroup audit, model cards, regulation and ethics", "gynlab.audit"),
+    ("81_cervical_screening", "cervical screening: nucleus segmentation, cytologist's features vs end-to-end CNN, slide-level operating point", "gynlab.apps.cervical"),
+    ("82_ovarian_triage", "ovarian tumour triage: calibrated benign/malignant/needs-expert decisions against IOTA-style rules", "gynlab.apps.ovarian"),
+    ("83_endometriosis", "endometrioma against other benign cysts, and whether the model looks at the cyst content", "gynlab.apps.endometriosis"),
+    ("84_fibroids", "uterine fibroids: segmentation to count, volume and a FIGO-like position, each error measured", "gynlab.apps.fibroids"),
+    ("85_placenta_accreta", "placenta accreta spectrum on a phantom with planted signs: classifier, segmenter, attribution checks", "gynlab.placenta"),
     ("90_cli", "the `gynlab` command line: runs, predictions, reports, exit codes, your own command", "gynlab.cli"),
 ]
 SECTIONS = {"0": "Foundations", "1": "Networks and training", "2": "Transfer and domain shift", "3": "Segmentation",
             "4": "Attention", "5": "Interpretability", "6": "Computer-aided diagnosis",
-            "7": "Generative and sequence models", "8": "Responsible use", "9": "Tools"}
+            "7": "Generative and sequence models", "8": "Responsible use and clinical applications", "9": "Tools"}
 START, END = "<!-- lesson-map:start -->", "<!-- lesson-map:end -->"
 # Pages that are not lessons (no number, no module): listed after the lessons in the sidebar when present in nbs/.
 PAGES = [("glossary", "Glossary"), ("instructor", "Instructor guide")]

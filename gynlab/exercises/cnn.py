@@ -5,11 +5,13 @@
 # %% ../../nbs/exercises/cnn.ipynb #3e9ce8eb
 from __future__ import annotations
 
+import torch
+
 from .core import Wrong, exercise, expect_equal
-from ..models.cnn import conv_out_size, receptive_field
+from ..models.cnn import SmallCNN, conv_out_size, receptive_field
 
 # %% auto #0
-__all__ = ['check_conv_out_size', 'check_receptive_field']
+__all__ = ['check_conv_out_size', 'check_receptive_field', 'check_feature_shape', 'check_depth_choice']
 
 # %% ../../nbs/exercises/cnn.ipynb #7fb586e0
 @exercise("cnn-out-size")
@@ -38,3 +40,37 @@ def check_receptive_field(fn):
                         "each layer adds (k-1) × jump, where jump is the product of the strides of the layers before it")
         expect_equal(int(got), want, f"the receptive field of {layers}")
     return "correct: r += (k-1)·jump; jump *= stride."
+
+# %% ../../nbs/exercises/cnn.ipynb #cx000003
+@exercise("cnn-feature-shape")
+def check_feature_shape(guess, size: int = 100):
+    "Checker of a prediction: the shape of `SmallCNN(3, 8).features` on a (1, 3, size, size) input."
+    net, x, shapes = SmallCNN(in_channels=3, n_classes=8).eval(), torch.zeros(1, 3, size, size), []
+    with torch.no_grad():
+        for block in net.features: x = block(x); shapes.append(tuple(x.shape))
+    want, trace = shapes[-1], " -> ".join(str(s[-1]) for s in [(size,)] + shapes)
+    try: got = tuple(int(v) for v in guess)
+    except (TypeError, ValueError): raise Wrong(f"write the shape as a tuple of 4 whole numbers, got {guess!r}.")
+    if len(got) != 4:
+        raise Wrong(f"a feature map has 4 dimensions (batch, channels, height, width); you wrote {len(got)}.")
+    if got[1] != want[1]: raise Wrong(f"{got[1]} channels: the last block has {want[1]} (16, 32, 64, 128).")
+    if got[2:] == (7, 7):
+        raise Wrong("7×7 rounds up: a 2×2 max pool on 25 pixels gives 12, it drops the last row and column.",
+                                       "each pool floors: size // 2")
+    expect_equal(got, want, "the feature-map shape", hint=f"follow the size through the pools: {trace}")
+    return f"correct: {trace} pixels across; {want[1]} channels. Global average pooling then makes it (1, {want[1]})."
+
+@exercise("cnn-depth-choice")
+def check_depth_choice(depth, lesion_px: int = 40):
+    "Checker of a read-and-decide answer: the smallest SmallCNN depth whose receptive field covers `lesion_px` pixels."
+    rf = {d: receptive_field(SmallCNN(depth=d)).size for d in range(1, 7)}
+    want = min(d for d, r in rf.items() if r >= lesion_px)
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth not in rf:
+        raise Wrong(f"answer with a depth from 1 to 6, got {depth!r}.")
+    if rf[depth] < lesion_px:
+        raise Wrong(f"at depth {depth} one unit sees {rf[depth]} px: less than the {lesion_px} px lesion.",
+                    "read the table again")
+    if depth > want:
+        raise Wrong(f"depth {depth} sees {rf[depth]} px, but a shallower network already covers {lesion_px} px.",
+                    "the question asks for the smallest depth: every extra block costs parameters and compute")
+    return f"correct: depth {depth} sees {rf[depth]} px, depth {depth - 1} only {rf[depth - 1]} px."

@@ -6,11 +6,11 @@
 from __future__ import annotations
 import numpy as np
 
-from .core import Wrong, exercise, expect_equal
-from ..data import MMOTU_PALETTE
+from .core import Wrong, exercise, expect_close
+from ..data import grouped_split, leak_free_split, load, near_duplicate_clusters, near_duplicate_pairs, dhash
 
 # %% auto #0
-__all__ = ['check_split_leakage', 'check_grouped_split', 'check_colour_mask', 'check_doppler']
+__all__ = ['check_split_leakage', 'check_grouped_split', 'check_pixel_size', 'leak_candidates', 'check_leaky_splits']
 
 # %% ../../nbs/exercises/data.ipynb #73c1c3c0
 @exercise("data-grouped-split")
@@ -36,40 +36,66 @@ def check_grouped_split(fn):
 
 check_split_leakage = check_grouped_split  # the name used in the exercises lesson
 
-# %% ../../nbs/exercises/data.ipynb #353a3e29
-@exercise("data-colour-mask")
-def check_colour_mask(fn):
-    "Checker: `fn(rgb, palette)` turns an MMOTU colour mask into an (H, W) array of class indices."
-    rng = np.random.default_rng(1)
-    want = rng.integers(0, 9, (7, 11))
-    lut = {v: k for k, v in MMOTU_PALETTE.items()}
-    rgb = np.array([[lut[v] for v in row] for row in want], np.uint8)
-    got = fn(rgb, MMOTU_PALETTE)
-    if got is None: raise Wrong("your function returned None: did you forget `return`?")
-    got = np.asarray(got)
-    expect_equal(got.shape, want.shape, "the shape of the index mask", hint="one index per pixel: drop the colour axis")
-    if not np.array_equal(got, want):
-        raise Wrong(f"{int((got != want).sum())} of {want.size} pixels have the wrong index.",
-                    "compare all three channels at once, e.g. `(rgb == colour).all(-1)`")
-    return "correct: that is how MMOTU masks become class indices a segmentation model can learn from."
+# %% ../../nbs/exercises/data.ipynb #e0d1a004
+@exercise("data-pixel-size")
+def check_pixel_size(guess, pixel_mm: float = 0.25, longer_side: int = 40, image_size: int = 20):
+    "Checker of a prediction: pixel size (mm) of a `longer_side`-px frame of `pixel_mm` pixels loaded at `image_size`."
+    want = pixel_mm * longer_side / image_size
+    if not isinstance(guess, (int, float, np.number)) or isinstance(guess, bool):
+        raise Wrong(f"write your prediction as a number of millimetres, got {guess!r}.")
+    if np.isclose(guess, pixel_mm * image_size / longer_side, rtol=0.02):
+        raise Wrong(f"{guess:g} mm would make the image *finer*: fewer pixels now cover the same "
+                    f"{pixel_mm * longer_side:g} mm.",
+                    "the field of view stays the same; divide it by the new number of pixels")
+    if np.isclose(guess, pixel_mm, rtol=0.02):
+        raise Wrong(f"{guess:g} mm is the size before resizing: the frame now has {image_size} px across, "
+                    f"not {longer_side}.")
+    expect_close(guess, want, "your predicted pixel size", rtol=0.02, hint="field of view (mm) / pixels across")
+    return (f"correct: {longer_side} px of {pixel_mm:g} mm span {pixel_mm * longer_side:g} mm; at {image_size} px "
+            "each pixel "
+            f"covers {want:g} mm. A head circumference measured in pixels must use this size.")
 
-# %% ../../nbs/exercises/data.ipynb #77e7c3ac
-def _fake_us(rng, doppler=False, calipers=False):
-    g = rng.integers(0, 120, (64, 64)).astype(np.uint8)
-    a = np.stack([g, g, g], -1)
-    if calipers: a[10, 5:12] = a[5:16, 8] = (255, 255, 0)
-    if doppler: a[20:34, 20:30] = (200, 20, 20); a[36:44, 30:40] = (20, 40, 220)
-    return a
+# %% ../../nbs/exercises/data.ipynb #e0d1a006
+def leak_candidates(n: int = 40, copies: int = 5, seed: int = 0) -> dict:
+    """Phantom ultrasound frames (2 per exam) plus `copies` re-encoded copies under new names, split three ways:
+    A by row, B by exam, C by exam and near-duplicate cluster. Returns the table to read, the groups and the splits."""
+    import pandas as pd
+    us = load("phantom-pelvic-us", n=n, image_size=96, seed=seed)
+    imgs = [im for s in us for im in us[s]["image"]]
+    groups = [f"exam-{i // 2:02d}" for i in range(len(imgs))]
+    for k, i in enumerate(np.random.default_rng(seed).choice(len(imgs), copies, replace=False)):
+        imgs.append(imgs[i].resize((72, 72)).resize((96, 96))); groups.append(f"exam-{90 + k}")   # a new name
+    cut = np.random.default_rng(seed + 1).permutation(len(imgs))[: len(imgs) // 5]
+    split_a = ["validation" if i in set(cut) else "train" for i in range(len(imgs))]
+    val_b = set(grouped_split(groups, {"train": 0.8, "validation": 0.2}, seed)["validation"])
+    split_b = ["validation" if i in val_b else "train" for i in range(len(imgs))]
+    H = np.stack([dhash(im) for im in imgs])
+    pairs, split_c = near_duplicate_pairs(H), leak_free_split(split_b, near_duplicate_clusters(H, groups=groups))
+    rows = []
+    for name, sp in (("A", split_a), ("B", split_b), ("C", split_c)):
+        by = {s: {g for g, x in zip(groups, sp) if x == s} for s in ("train", "validation")}
+        how = {"A": "random rows", "B": "by exam", "C": "by exam + near-duplicate cluster"}[name]
+        rows.append({"split": name, "how": how,
+                     "validation images": sp.count("validation"), "exams in both": len(by["train"] & by["validation"]),
+                     "near-duplicate pairs across": sum(sp[i] != sp[j] for i, j, _ in pairs)})
+    splits = {"A": split_a, "B": split_b, "C": split_c}
+    return {"table": pd.DataFrame(rows).set_index("split"), "groups": groups, "splits": splits}
 
-@exercise("data-doppler")
-def check_doppler(fn):
-    "Checker: `fn(rgb) -> bool` tells colour Doppler frames from grey-scale ones (with or without calipers)."
-    rng = np.random.default_rng(3)
-    for d, c in [(False, False), (False, True), (True, False), (True, True)]:
-        got = fn(_fake_us(rng, d, c))
-        if got is None: raise Wrong("your function returned None: did you forget `return`?")
-        if bool(got) != d:
-            what = "a Doppler frame" if d else ("a grey-scale frame with yellow calipers" if c else "a grey-scale frame")
-            raise Wrong(f"{what} was classified as {'Doppler' if got else 'not Doppler'}.",
-                        "count strongly red or blue pixels (one channel well above the other two), not any colour")
-    return "correct. Now check how the Doppler flag spreads over the classes: a model could use it as a shortcut."
+@exercise("data-leaky-splits")
+def check_leaky_splits(answer, table):
+    "Checker of a read-and-decide answer: the set of split names in `table` (from `leak_candidates`) that leak."
+    if isinstance(answer, str): answer = {answer}
+    try: got = {str(a).strip().upper() for a in answer}
+    except TypeError: raise Wrong(f"answer with a set of split names such as {{'A'}}, got {answer!r}.")
+    if unknown := got - set(table.index):
+        raise Wrong(f"there is no split {sorted(unknown)} in the table: use {sorted(table.index)}.")
+    shares = set(table.index[table["exams in both"] > 0])
+    dups = set(table.index[table["near-duplicate pairs across"] > 0])
+    for s in sorted((shares | dups) - got):
+        if s in shares: raise Wrong(f"split {s} puts frames of the same exam on both sides: it leaks.")
+        raise Wrong(f"split {s} shares no exam id, yet {int(table.loc[s, 'near-duplicate pairs across'])} "
+                    "near-duplicate pair(s) straddle it.", "a copy saved under a new name is still the same image: ids are not enough")
+    if extra := got - shares - dups:
+        raise Wrong(f"split {sorted(extra)[0]} shares no exam and no near-duplicate pair across train and validation.")
+    return ("correct: disjoint ids are not enough when the same image hides under two names; "
+            "group the near-duplicates too.")

@@ -7,26 +7,41 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Wrong, exercise, expect_close
-from ..phantoms import CYTOLOGY_CLASSES, cytology_cell, sample_rng
+from ..phantoms import cytology_cell, phantom_cytology, sample_rng
 
 # %% auto #0
-__all__ = ['check_nc_ratio', 'check_speckle', 'check_area_threshold']
+__all__ = ['check_split_count', 'check_separating_feature', 'check_speckle', 'check_area_threshold']
 
 # %% ../../nbs/exercises/phantoms.ipynb #362a72ce
-@exercise("phantoms-nc-ratio")
-def check_nc_ratio(fn):
-    "Checker: `fn(nucleus_mask, cytoplasm_mask)` returns the N/C ratio (nucleus area / whole-cell area) of one cell."
-    for i, cls in enumerate(CYTOLOGY_CLASSES):
-        d = cytology_cell(sample_rng(123, "cytology", i), cls, nuisance=False)
-        nuc, cell = d["nucleus_mask"], d["cytoplasm_mask"]
-        got = fn(nuc.copy(), cell.copy())
-        if got is None: raise Wrong("your function returned None: did you forget to `return` the ratio?")
-        if np.isclose(float(got), nuc.sum() / (cell.sum() - nuc.sum())):
-            raise Wrong(f"for a {cls} cell you divided by the cytoplasm *without* the nucleus.",
-                        "here `cytoplasm_mask` covers the whole cell, nucleus included (as in the ISBI 2014 masks): divide by its area")
-        expect_close(got, d["features"]["nc_ratio"], f"the N/C ratio of a {cls} cell",
-                     hint="count pixels: `nucleus_mask.sum() / cytoplasm_mask.sum()`")
-    return "correct: the N/C ratio is a pixel count ratio, so it does not depend on the pixel size."
+@exercise("phantoms-split-count")
+def check_split_count(guess, n: int = 30):
+    "Checker of a prediction: how many of the `n` cells of `phantom_cytology(n=n)` land in the validation split."
+    if not isinstance(guess, (int, np.integer)) or isinstance(guess, bool):
+        raise Wrong(f"write a whole number of cells, got {guess!r}.")
+    sizes = {k: len(v) for k, v in phantom_cytology(n=n, image_size=32).items()}
+    if guess != sizes["validation"] and guess == round(0.2 * n):
+        raise Wrong(f"{guess} is 20% of the cells, but the split assigns *slides*, not cells.",
+                    "a slide holds 4 consecutive cells; slide g goes to validation when g % 5 == 3")
+    if guess != sizes["validation"]:
+        raise Wrong(f"{guess} is not the number of validation cells.", "list the slides: cells 4g..4g+3 form slide g")
+    return f"correct: {sizes} — whole slides go to one split, so the split sizes move in steps of 4 cells."
+
+_FEATURES = ("nucleus_area_um2", "cell_area_um2", "nc_ratio", "nucleus_irregularity", "chromatin_coarseness",
+             "nucleus_od")
+
+@exercise("phantoms-separating-feature")
+def check_separating_feature(feature, n: int = 300):
+    "Checker of a read-and-decide answer: one feature whose best single threshold separates parabasal from HSIL cells."
+    if feature not in _FEATURES: raise Wrong(f"{feature!r} is not one of the feature columns: {', '.join(_FEATURES)}.")
+    kinds = ["parabasal", "hsil"] * (n // 2)
+    cells = [cytology_cell(sample_rng(99, "cytology", i), cls, nuisance=False) for i, cls in enumerate(kinds)]
+    x, y = np.array([d["features"][feature] for d in cells]), np.array([d["name"] == "hsil" for d in cells])
+    acc = max(max(((x >= t) == y).mean(), ((x < t) == y).mean()) for t in np.unique(x))
+    if acc < 0.99:
+        raise Wrong(f"the best threshold on {feature} is right for only {acc:.0%} of {n} fresh parabasal and HSIL "
+                    "cells.", "in the table, the parabasal and HSIL ranges of this feature overlap: find one that does not")
+    return (f"correct: one threshold on {feature} is right for {acc:.0%} of {n} fresh cells. "
+            "On real smears no feature is this clean.")
 
 # %% ../../nbs/exercises/phantoms.ipynb #61731b51
 @exercise("phantoms-speckle")

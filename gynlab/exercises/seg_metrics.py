@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Wrong, exercise, expect_close
-from ..metrics import dice, ellipse_perimeter
+from scipy import ndimage
+
+from ..metrics import dice, ellipse_perimeter, hd95
 
 # %% auto #0
-__all__ = ['check_dice', 'check_hc_from_diameters']
+__all__ = ['check_dice', 'check_hc_from_diameters', 'check_iou_prediction', 'segmenter_candidates', 'check_segmenter_choice']
 
 # %% ../../nbs/exercises/seg_metrics.ipynb #413ea39e
 @exercise("seg-dice")
@@ -37,3 +39,54 @@ def check_hc_from_diameters(fn):
     expect_close(fn(70.0, 90.0), ellipse_perimeter(45, 35), "HC for BPD 70 mm, OFD 90 mm", rtol=1e-3,
                  hint="Ramanujan's formula takes the semi-axes a = OFD/2 and b = BPD/2")
     return "correct: this is the HC the ultrasound machine reports from the two calipers."
+
+# %% ../../nbs/exercises/seg_metrics.ipynb #e2b3c003
+@exercise("seg-iou-prediction")
+def check_iou_prediction(guess, dice_value: float = 0.8):
+    "Checker of a prediction: the IoU of two masks whose Dice is `dice_value`."
+    want = dice_value / (2 - dice_value)
+    if not isinstance(guess, (int, float, np.number)) or isinstance(guess, bool):
+        raise Wrong(f"write a number, got {guess!r}.")
+    if np.isclose(guess, dice_value, atol=0.005):
+        raise Wrong("IoU is not Dice: the union counts the overlap once, Dice's denominator twice.")
+    if np.isclose(guess, dice_value ** 2, atol=0.005):
+        raise Wrong(f"{guess:.2f} squares the Dice; invert Dice = 2 IoU / (1 + IoU).")
+    expect_close(guess, want, "your IoU", atol=0.01, hint="solve Dice = 2 IoU / (1 + IoU) for IoU")
+    return f"correct: IoU = Dice / (2 - Dice) = {want:.3f}. IoU is always the lower of the two (except at 0 and 1)."
+
+def _disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+
+def segmenter_candidates(n: int = 8, seed: int = 0):
+    "Three synthetic segmenters of `n` round lesions: A misses the smallest, B undershoots 2 px, C adds stray blobs."
+    import pandas as pd
+    rng, shape = np.random.default_rng(seed), (96, 96)
+    truths = [_disc(shape, 48 + rng.integers(-6, 7), 48 + rng.integers(-6, 7), r) for r in np.linspace(8, 26, n)]
+    preds = {"A": [np.zeros(shape, bool) if i == 0 else ndimage.binary_dilation(t) for i, t in enumerate(truths)],
+             "B": [ndimage.binary_erosion(t, iterations=2) for t in truths],
+             "C": [t | (_disc(shape, 10, 86, 3) if i % 2 else False) for i, t in enumerate(truths)]}
+    rows = []
+    for name, ps in preds.items():
+        d, h = [dice(p, t) for p, t in zip(ps, truths)], [hd95(p, t) for p, t in zip(ps, truths)]
+        rows.append({"model": name, "mean Dice": np.mean(d), "missed lesions": sum(not p.any() for p in ps),
+                     "median HD95 (px)": np.median(h), "worst HD95 (px)": max(h)})
+    return pd.DataFrame(rows).set_index("model").round(3)
+
+@exercise("seg-segmenter-choice")
+def check_segmenter_choice(choice, table):
+    "Checker of a read-and-decide answer: the model of `table` that misses no lesion and strays least from the outline."
+    if not isinstance(choice, str) or choice.strip().upper() not in table.index:
+        raise Wrong(f"answer with one of {list(table.index)}, got {choice!r}.")
+    row, name = table.loc[choice.strip().upper()], choice.strip().upper()
+    if row["missed lesions"] > 0:
+        raise Wrong(f"model {name} misses {int(row['missed lesions'])} lesion(s): its Dice there is 0 and its HD95 "
+                    "infinite. A missed lesion is the error the clinical question cannot afford.",
+                    "the mean Dice hides a miss among good cases")
+    safe = table[table["missed lesions"] == 0]
+    if row["worst HD95 (px)"] > safe["worst HD95 (px)"].min():
+        raise Wrong(f"model {name}'s worst HD95 is {row['worst HD95 (px)']:.0f} px: its masks hold blobs far from the "
+                    "lesion, which a diameter or circumference measured on the mask would include.",
+                    "Dice barely notices a small stray blob; HD95 does")
+    worst = row["worst HD95 (px)"]
+    return f"correct: model {name} finds every lesion and its outline is never more than {worst:.0f} px off."

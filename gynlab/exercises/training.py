@@ -13,21 +13,50 @@ from torch import nn
 from .core import Wrong, exercise, expect_close
 
 # %% auto #0
-__all__ = ['check_balanced_accuracy', 'check_train_step']
+__all__ = ['check_bacc_prediction', 'check_most_confused', 'check_train_step']
 
 # %% ../../nbs/exercises/training.ipynb #et000004
-@exercise("train-balanced-accuracy")
-def check_balanced_accuracy(fn):
-    "Checker: `fn(y_true, y_pred)` returns the balanced accuracy (mean per-class recall) of integer labels."
-    from sklearn.metrics import balanced_accuracy_score
-    rng = np.random.default_rng(1)
-    cases = {"the always-normal screener (95 normal, 5 abnormal)": (np.r_[np.zeros(95), np.ones(5)].astype(int), np.zeros(100, int)),
-             "a perfect classifier": (np.arange(6) % 3, np.arange(6) % 3)}
-    y = rng.integers(0, 4, 50); cases["random 4-class labels"] = (y, np.where(rng.random(50) < 0.6, y, rng.integers(0, 4, 50)))
-    for what, (yt, yp) in cases.items():
-        expect_close(fn(yt, yp), balanced_accuracy_score(yt, yp), f"balanced accuracy for {what}",
-                     hint="for each class c: mean(y_pred[y_true == c] == c); then average over classes")
-    return "correct: 0.5 for the always-normal screener, whose accuracy is 0.95."
+@exercise("train-bacc-prediction")
+def check_bacc_prediction(guess, cm=((180, 20), (6, 14))):
+    "Checker of a prediction: the balanced accuracy (mean per-class recall) of confusion matrix `cm` (rows: true)."
+    from gynlab.train import classification_metrics
+    cm = np.asarray(cm)
+    y = np.repeat(np.arange(len(cm)), cm.sum(1))
+    pred = np.concatenate([np.repeat(np.arange(len(cm)), row) for row in cm])
+    m = classification_metrics(torch.nn.functional.one_hot(torch.as_tensor(pred), len(cm)).float(), torch.as_tensor(y))
+    if not isinstance(guess, (int, float, np.number)) or isinstance(guess, bool):
+        raise Wrong(f"write a number, got {guess!r}.")
+    if np.isclose(guess, m["accuracy"], atol=0.005) and not np.isclose(m["accuracy"], m["balanced_accuracy"]):
+        raise Wrong(f"{guess:.3f} is the plain accuracy: the correct calls over all {cm.sum()} smears.",
+                    "balanced accuracy averages the recall of each class: each row's diagonal share, then the mean")
+    precision = np.mean(np.diag(cm) / np.maximum(cm.sum(0), 1))
+    if np.isclose(guess, precision, atol=0.005) and not np.isclose(precision, m["balanced_accuracy"]):
+        raise Wrong(f"{guess:.3f} averages the columns (precision); the rows are the true classes.")
+    expect_close(guess, m["balanced_accuracy"], "your balanced accuracy", atol=0.01,
+                 hint="mean over rows of diagonal / row sum")
+    recalls = ", ".join(f"{v:.2f}" for v in np.diag(cm) / cm.sum(1))
+    return (f"correct: recalls {recalls} → balanced accuracy {m['balanced_accuracy']:.3f}, while accuracy is "
+            f"{m['accuracy']:.3f}: the rare abnormal class pulls the balanced score down.")
+
+@exercise("train-most-confused")
+def check_most_confused(answer, cm, classes):
+    "Checker of a read-and-decide answer: the (true, predicted) pair of the largest off-diagonal cell of `cm`."
+    cm, names = np.asarray(cm), list(classes)
+    try: t_, p_ = answer
+    except (TypeError, ValueError): raise Wrong(f"answer with a tuple (true class, predicted class), got {answer!r}.")
+    def idx(v):
+        if v in names: return names.index(v)
+        return int(v) if isinstance(v, (int, np.integer)) and 0 <= v < len(names) else None
+    i, j = idx(t_), idx(p_)
+    if i is None or j is None: raise Wrong(f"use the class names {names}.")
+    if i == j: raise Wrong("that is the diagonal: correct answers, not mistakes.")
+    top = cm[~np.eye(len(cm), dtype=bool)].max()
+    if cm[i, j] == top: return f"correct: {cm[i, j]} {names[i]} images were called {names[j]}."
+    if cm[j, i] == top:
+        raise Wrong(f"you read it the wrong way round: {cm[i, j]} {names[i]} were called {names[j]}, but "
+                    f"{cm[j, i]} {names[j]} were called {names[i]}.", "rows are the true class, columns the prediction")
+    raise Wrong(f"{cm[i, j]} {names[i]} images were called {names[j]}; another off-diagonal cell holds {top}.",
+                "look for the largest number off the diagonal")
 
 # %% ../../nbs/exercises/training.ipynb #et000006
 @exercise("train-step")

@@ -9,10 +9,10 @@ import torch
 
 from .core import Wrong, exercise, expect_close, expect_equal
 from ..data import DatasetNotFound, cards, load
-from ..transforms import normalize
+from ..transforms import Compose, RandFlip, RandRot90, Speckle, StainJitter, normalize, ultrasound_augment
 
 # %% auto #0
-__all__ = ['demo_splits', 'check_normalize', 'check_resize_mask']
+__all__ = ['demo_splits', 'check_normalized_value', 'augment_candidates', 'check_pipeline_choice', 'check_resize_mask']
 
 # %% ../../nbs/exercises/transforms.ipynb #e1a2b002
 def demo_splits(*names: str, **kwargs):
@@ -26,20 +26,59 @@ def demo_splits(*names: str, **kwargs):
     raise DatasetNotFound("none of the datasets could be loaded:\n  " + "\n  ".join(missing))
 
 # %% ../../nbs/exercises/transforms.ipynb #030841ab
-@exercise("transforms-normalize")
-def check_normalize(fn):
-    "Checker: `fn(x, mean, std)` normalises a (C,H,W) tensor per channel."
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(3, 5, 4, generator=g)
-    mean, std = [0.1, 0.5, 0.9], [0.2, 0.3, 0.4]
-    got = fn(x.clone(), mean, std)
-    if got is None: raise Wrong("your function returned None: did you forget to `return` the result?")
-    got = torch.as_tensor(got)
-    expect_equal(tuple(got.shape), (3, 5, 4), "the output shape", hint="normalisation keeps the shape")
-    if torch.allclose(got, (x - 0.5) / 0.3, atol=1e-5):
-        raise Wrong("you used one mean/std for every channel.", "reshape mean and std to (C, 1, 1) so each channel gets its own")
-    expect_close(got.numpy(), normalize(x, mean, std).numpy(), "the normalised tensor", hint="(x - mean[c]) / std[c] for each channel c")
-    return "correct: each channel is centred and scaled with its own statistics."
+@exercise("transforms-normalized-value")
+def check_normalized_value(guess):
+    "Checker of a prediction: the red channel of a white RGB pixel after ImageNet normalisation."
+    want = float(normalize(torch.ones(3, 1, 1))[0, 0, 0])
+    if not isinstance(guess, (int, float, np.number)) or isinstance(guess, bool):
+        raise Wrong(f"write a number, got {guess!r}.")
+    if np.isclose(guess, 1.0 - 0.485, atol=0.01):
+        raise Wrong(f"{guess:.3f} subtracts the mean but forgets to divide by the std (0.229).")
+    if np.isclose(guess, 1.0, atol=0.01): raise Wrong("normalisation changes the value: (x - mean) / std.")
+    if np.isclose(guess, (1.0 - 0.5) / 0.5, atol=0.01):
+        raise Wrong("(x - 0.5) / 0.5 is the grey-image default; an RGB image gets ImageNet's mean and std.")
+    expect_close(guess, want, "the normalised red value", atol=0.01, hint="(1 - 0.485) / 0.229")
+    black = float(normalize(torch.zeros(3, 1, 1))[0, 0, 0])
+    return f"correct: {want:.3f}. A black pixel gives {black:.3f}: inputs span about ±2."
+
+# %% ../../nbs/exercises/transforms.ipynb #e1a2b006
+def _probe_on_top(x0, x, min_iou: float = 0.5) -> bool:
+    "Is the black region outside the ultrasound fan (the probe's geometry) still where it was? IoU of the dark pixels."
+    a, b = x0.mean(0) < 0.03, x.mean(0) < 0.03
+    return bool((a & b).sum() / max(int((a | b).sum()), 1) > min_iou)
+
+def augment_candidates(x: torch.Tensor, draws: int = 20, seed: int = 0):
+    "Three candidate pipelines for ultrasound, applied `draws` times to a grey (3, H, W) image: what they keep."
+    import pandas as pd
+    pipes = {"A": ("speckle, gain/TGC, rotation ±10°, left-right flip", ultrasound_augment(seed=seed)),
+             "B": ("speckle, up-down flip, 90° rotations", Compose(Speckle(), RandFlip(-2), RandRot90(), seed=seed)),
+             "C": ("stain jitter, flips both ways, 90° rotations",
+                   Compose(StainJitter(0.15, 0.08), RandFlip(-1), RandFlip(-2), RandRot90(), seed=seed))}
+    rows = []
+    for name, (what, aug) in pipes.items():
+        outs = [aug(x.clone()) for _ in range(draws)]
+        rows.append({"pipeline": name, "transforms": what,
+                     "probe stays on top": np.mean([_probe_on_top(x, o) for o in outs]),
+                     "stays grey": np.mean([float((o.max(0).values - o.min(0).values).max()) < 0.02 for o in outs]),
+                     "mean brightness / original": np.mean([float(o.mean() / x.mean()) for o in outs])})
+    return pd.DataFrame(rows).set_index("pipeline").round(2)
+
+@exercise("transforms-pipeline-choice")
+def check_pipeline_choice(choice, table):
+    "Checker of a read-and-decide answer: the pipeline of `table` (`augment_candidates`) that keeps depth and grey."
+    if not isinstance(choice, str) or choice.strip().upper() not in table.index:
+        raise Wrong(f"answer with one of {list(table.index)}, got {choice!r}.")
+    row = table.loc[choice.strip().upper()]
+    if row["probe stays on top"] < 0.95:
+        lost = 1 - row["probe stays on top"]
+        raise Wrong(f"in {lost:.0%} of draws pipeline {choice} moves the probe to the bottom or "
+                    "the side: depth order is lost, and shadowing would fall above a lesion.",
+                    "depth is physical: no up-down flips, no 90° turns")
+    if row["stays grey"] < 1:
+        raise Wrong(f"pipeline {choice} paints colour into a grey ultrasound image in {1 - row['stays grey']:.0%} "
+                    "of draws.",
+                    "stain jitter models stains on a slide, not echoes")
+    return "correct: speckle, gain and small tilts are what another scan of the same ovary could look like."
 
 # %% ../../nbs/exercises/transforms.ipynb #7317445b
 @exercise("transforms-resize-mask")

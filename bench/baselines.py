@@ -1,0 +1,133 @@
+"""Real-data baselines: train each recipe of `gynlab.tasks.RECIPES` and print our figures beside the published ones.
+
+    python bench/baselines.py [--recipes mmotu-classify,mmotu-lesions,hc18] [--seeds 0 1] [--reuse] [--quick]
+
+For each recipe and seed: `gynlab train --recipe NAME` (the same function, in-process), timed in CPU minutes
+(process time: both cores count), then scored on the validation split of the run: accuracy, balanced accuracy and
+macro one-vs-rest AUC for classification (also with test-time augmentation, `gynlab predict --tta`); mean Dice for
+segmentation; for HC18 also the head-circumference mean absolute difference in mm, before and after subtracting the
+offset learnt on the training images (`gynlab calibrate --run RUN`). Runs go to runs/bench-<recipe>-s<seed>
+(git-ignored); `--reuse` scores existing runs again. The table and the learning curves are written to
+bench/results/baselines.json, which the Results page of the site shows. `--quick` trains on a small subset for one
+epoch (a smoke test of this script, not a result).
+
+Published figures (GPU, full resolution, their own splits) are quoted from ../shared/DESIGN.md.
+"""
+from __future__ import annotations
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PUBLISHED = {
+    "mmotu-classify": "acc 0.921, AUC 0.990 (EfficientNet-B7 + Swin, Garcia-Atutxa et al. 2025); acc 0.919, AUC 0.98 "
+                      "(two-branch EfficientNet-B3, Alsubai et al. 2025)",
+    "mmotu-lesions": "Dice 0.72 (U-Net), 0.74 (Attention U-Net) (Zhao et al. 2022)",
+    "hc18": "HC error 2.4-2.8 mm, Dice 0.97-0.985 (recent work); reference masks through our ellipse fit: ~1.2 mm",
+}
+TARGETS = {"mmotu-classify": {"accuracy": 0.80, "balanced_accuracy": 0.65, "auc": 0.93},
+           "mmotu-lesions": {"dice": 0.78}, "hc18": {"hc_mae_mm_corrected": 2.5, "dice": 0.97}}
+
+
+def train(name: str, seed: int, quick: bool, reuse: bool) -> tuple[Path, float]:
+    "Train recipe `name` into runs/bench-<name>-s<seed>; (run folder, CPU minutes; NaN when reused)."
+    from gynlab.tasks import recipe, train_classifier
+    from gynlab.segment import train_segmenter
+    run = ROOT / "runs" / f"bench-{name}-s{seed}{'-quick' if quick else ''}"
+    if reuse and (run / "model.safetensors").is_file(): return run, float("nan")
+    r = recipe(name)
+    task, dataset = r.pop("task"), r.pop("dataset")
+    r.pop("budget_cpu_min", None)
+    if quick: r.update(epochs=1, image_size=min(r["image_size"], 64), freeze_epochs=0) if task == "classify" else \
+        r.update(epochs=1, image_size=64)
+    t0 = time.process_time()
+    if task == "classify":
+        train_classifier(dataset, r.pop("model"), run, **r, seed=seed, recipe=name, overwrite=True, progress=False,
+                         subset=64 if quick else None)
+    else:
+        train_segmenter(dataset, out=run, seed=seed, overwrite=True, progress=False, subset=32 if quick else None,
+                        **{k: r[k] for k in ("epochs", "image_size", "batch_size", "lr", "model") if k in r})
+    return run, (time.process_time() - t0) / 60
+
+
+def score(name: str, run: Path) -> dict:
+    "The validation figures of a run (see the module docstring)."
+    cfg, metrics = json.loads((run / "config.json").read_text()), json.loads((run / "metrics.json").read_text())
+    if cfg.get("task", "classify") == "classify":
+        out = {k: metrics["final"][k] for k in ("accuracy", "balanced_accuracy", "auc")}
+        out.update({f"{k}_tta": v for k, v in _tta_scores(run, cfg).items()})
+        return out
+    out = {"dice": metrics["dice"]}
+    if "hc_mae_mm" in metrics:
+        from gynlab.biometry import fit_hc_offset
+        offset = json.loads(Path(fit_hc_offset(run)).read_text())
+        out.update(hc_mae_mm=metrics["hc_mae_mm"], hc_offset_mm=offset.get("offset_mm"),
+                   hc_mae_mm_corrected=_corrected_hc_mae(run, offset.get("offset_mm", 0.0)),
+                   hc_mae_mm_reference_masks=metrics.get("hc_mae_mm_truth_mask"))
+    return out
+
+
+def _tta_scores(run: Path, cfg: dict) -> dict:
+    "Accuracy, balanced accuracy and macro AUC on the validation split with the left-right mirror averaged in."
+    import torch
+    from gynlab.runs import load_run
+    from gynlab.tasks import run_splits
+    from gynlab.train import classification_metrics, predict
+    from gynlab.transforms import to_torch
+    net, cfg = load_run(run)
+    _, valid, _ = run_splits(cfg["dataset"], image_size=cfg["image_size"], seed=cfg["seed"], subset=cfg.get("subset"))
+    ds = to_torch(valid, cfg["image_size"], cfg["channels"], cfg["target"], mean=cfg["mean"], std=cfg["std"])
+    x = torch.stack([ds[i][0] for i in range(len(ds))]); y = torch.tensor(valid[cfg["target"]])
+    p = (predict(net, x) + predict(net, x.flip(-1))) / 2
+    m = classification_metrics(torch.log(torch.as_tensor(p).clamp_min(1e-12)), y)
+    return {k: m[k] for k in ("accuracy", "balanced_accuracy", "auc")}
+
+
+def _corrected_hc_mae(run: Path, offset: float) -> float:
+    "HC mean absolute difference on the validation split after subtracting the offset learnt on training images."
+    from gynlab.runs import load_run
+    from gynlab.segment import evaluate_segmenter, segmentation_data
+    net, cfg = load_run(run, task="segment")
+    _, valid, info = segmentation_data(cfg["dataset"], image_size=cfg["image_size"], seed=cfg["seed"], subset=cfg.get("subset"))
+    _, rows = evaluate_segmenter(net, valid, info, mean=cfg["mean"], std=cfg["std"])
+    err = np.array([r["hc_pred_mm"] - offset - r["hc_true_mm"] for r in rows])
+    return float(np.nanmean(np.abs(err)))
+
+
+def main(argv=None) -> int:
+    from gynlab.tasks import RECIPES
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--reuse", action="store_true", help="score existing runs again instead of training")
+    ap.add_argument("--quick", action="store_true", help="1 epoch on a subset: a smoke test of this script")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "baselines.json"))
+    a = ap.parse_args(argv)
+    rows = []
+    for name in a.recipes.split(","):
+        for seed in a.seeds:
+            run, cpu_min = train(name, seed, a.quick, a.reuse)
+            s = score(name, run)
+            hist = json.loads((run / "metrics.json").read_text()).get("history", [])
+            rows.append({"recipe": name, "seed": seed, "cpu_min": cpu_min, "budget_cpu_min": RECIPES[name]["budget_cpu_min"],
+                         "scores": s, "targets": TARGETS.get(name, {}), "published": PUBLISHED.get(name, ""),
+                         "command": f"gynlab train --recipe {name} --seed {seed} --out {run.relative_to(ROOT)}",
+                         "history": hist, "quick": a.quick})
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float))
+            print(f"{name} seed {seed}: {shown}; {cpu_min:.1f} CPU-min (budget {RECIPES[name]['budget_cpu_min']})")
+            print(f"  published: {PUBLISHED.get(name, '')}")
+    if not a.quick:
+        from gynlab.core import write_json
+        write_json(a.out, {"rows": rows, "created": time.strftime("%Y-%m-%d")})
+        print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
