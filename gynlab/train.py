@@ -22,7 +22,8 @@ from .history import History, finite
 # %% auto #0
 __all__ = ['EVENTS', 'probabilities', 'macro_auc', 'classification_metrics', 'balanced_class_weights', 'Callback', 'Trainer',
            'supervised_step', 'Validation', 'EarlyStopping', 'BestWeights', 'Checkpoint', 'OneCycle', 'ProgressBar',
-           'fit', 'evaluate', 'predict', 'most_confused', 'top_losses', 'plot_confusion_matrix', 'plot_top_losses']
+           'fit', 'TrainingInterrupted', 'evaluate', 'predict', 'most_confused', 'top_losses', 'plot_confusion_matrix',
+           'plot_top_losses']
 
 # %% ../nbs/11_training.ipynb #2bde2708
 def probabilities(outputs) -> np.ndarray:
@@ -375,7 +376,23 @@ def fit(model: nn.Module, train_data, valid_data=None, *, epochs: int = 1, lr: f
         return _run(t, train_data, batch_size, num_workers, collate_fn, explicit)
     finally: D.teardown(d)
 
+class TrainingInterrupted(KeyboardInterrupt):
+    "Ctrl-C (or a stop signal) during `fit`: shown as one line in a notebook, not a traceback; checkpoints stay."
+    def _render_traceback_(self): return [str(self)]
+
+def _interrupted(t: Trainer) -> TrainingInterrupted:
+    done = t.history.last.get("epoch", t.start_epoch)
+    ck = next((c.dir for c in t.callbacks if isinstance(c, Checkpoint) and c.dir is not None), None)
+    where = (f"; the checkpoint of epoch {done} is in {ck}: fit(..., resume=True) continues" if ck and done
+             else "; no checkpoint was written (pass checkpoint_dir= to be able to resume)")
+    return TrainingInterrupted(f"training interrupted in epoch {t.epoch} of {t.epochs}" + where)
+
 def _run(t: Trainer, train_data, batch_size, num_workers, collate_fn, check_monitor: bool = True) -> History:
+    try: return _loop(t, train_data, batch_size, num_workers, collate_fn, check_monitor)
+    except TrainingInterrupted: raise
+    except KeyboardInterrupt: raise _interrupted(t) from None
+
+def _loop(t: Trainer, train_data, batch_size, num_workers, collate_fn, check_monitor: bool) -> History:
     try:
         t("before_fit")
         if t.dist.world > 1:

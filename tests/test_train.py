@@ -294,3 +294,19 @@ def test_confusion_and_top_loss_helpers():
     assert fig.layout.width <= 900 and abs(fig.data[0].z[1][0] - 7 / 8) < 1e-12
     f2 = plot_top_losses([np.zeros((8, 8), np.uint8)] * 3, top, ["normal", "abnormal"])
     assert len(f2.data) == 2 and f2.layout.width <= 900 and "true normal" in f2.layout.annotations[0].text
+
+
+def test_interrupt_is_one_line_and_names_the_checkpoint(tmp_path):
+    "Ctrl-C in fit: a TrainingInterrupted (still a KeyboardInterrupt) whose notebook rendering is one line."
+    from gynlab.train import TrainingInterrupted
+    class Stop(Callback):
+        order = 95
+        def after_epoch(self, t):
+            if t.epoch == 2: raise KeyboardInterrupt
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(net(), blobs(), checkpoint_dir=tmp_path, callbacks=[Stop()], **KW)
+    assert isinstance(e.value, KeyboardInterrupt)
+    assert e.value._render_traceback_() == [str(e.value)]
+    assert "the checkpoint of epoch 2" in str(e.value) and str(tmp_path) in str(e.value) and "resume=True" in str(e.value)
+    with pytest.raises(TrainingInterrupted, match="no checkpoint was written"):
+        fit(net(), blobs(), callbacks=[Stop()], **KW)
