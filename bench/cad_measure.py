@@ -3,31 +3,36 @@
     python bench/cad_measure.py [--skip mmotu|hc18] [--epochs 5] [--image-size 128] [--seg-epochs 10] [--seg-size 96]
 
 MMOTU: EfficientNet-Lite0 fine-tuned (lesson 20 recipe), then `CADPipeline.calibrate` on the validation split for the
-`malignant` and `neoplasm` groupings at a target sensitivity of 0.9 (temperature and threshold cross-fitted over 2 folds;
+`malignant` and `neoplasm` groupings at a target sensitivity of 0.9 (temperature and threshold cross-fitted over 2
+folds;
 Wilson intervals for sensitivity/specificity, stratified bootstrap for AUC). HC18: U-Net, validation images segmented
 at their own resolution, HC from the ellipse fit vs the challenge's reference, and gestational age (Hadlock 1984) in
 days; the same fit applied to the reference masks gives the floor of the measurement itself.
-Runs are written under runs/bench-cad-* (git-ignored); --reuse measures an earlier call's runs again. CPU: about 10 minutes on 2 idle cores.
+Runs are written under runs/bench-cad-* (git-ignored, replaced by each call); --reuse measures an earlier call's runs
+again. CPU: about 10 minutes on 2 idle cores.
 """
-import argparse, sys, time
+import argparse
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gynlab import cad  # noqa: E402
-from gynlab.data import load  # noqa: E402
+from gynlab import biometry, cad  # noqa: E402
 
 
 def mmotu(a):
-    from gynlab.train import train_run
+    from gynlab.tasks import train_classifier
     run = ROOT / "runs" / "bench-cad-mmotu"
     if a.reuse and (run / "model.safetensors").exists(): print(f"reusing {run}")
     else:
         t0 = time.process_time()
-        train_run("mmotu", "efficientnet_lite0", run, epochs=a.epochs, image_size=a.image_size, progress=False)
-        print(f"trained EfficientNet-Lite0 {a.image_size} px, {a.epochs} epochs: {(time.process_time() - t0) / 60:.1f} CPU min")
+        train_classifier("mmotu", "efficientnet_lite0", run, epochs=a.epochs, image_size=a.image_size, progress=False,
+                         overwrite=True)
+        cpu_min = (time.process_time() - t0) / 60
+        print(f"trained EfficientNet-Lite0 {a.image_size} px, {a.epochs} epochs: {cpu_min:.1f} CPU min")
     pipe = cad.CADPipeline.from_run(run)
     for g in ("malignant", "neoplasm"):
         t0 = time.perf_counter()
@@ -37,31 +42,38 @@ def mmotu(a):
 
 
 def hc18(a):
-    from gynlab.models.unet import train_segmenter, load_segmenter, segment_image
+    from gynlab.core import DataError, read_json
     from gynlab.metrics import head_circumference
+    from gynlab.runs import load_run
+    from gynlab.segment import segment_image, segmentation_data, train_segmenter
     run = ROOT / "runs" / "bench-cad-hc18"
     if a.reuse and (run / "model.safetensors").exists(): print(f"reusing {run}")
     else:
         t0 = time.process_time()
-        train_segmenter("hc18", epochs=a.seg_epochs, image_size=a.seg_size, out=run, progress=False)
+        train_segmenter("hc18", epochs=a.seg_epochs, image_size=a.seg_size, out=run, progress=False, overwrite=True)
         print(f"trained U-Net {a.seg_size} px, {a.seg_epochs} epochs: {(time.process_time() - t0) / 60:.1f} CPU min")
-    net, cfg = load_segmenter(run)
-    pred, true, floor = [], [], []
-    for r in load("hc18")["validation"]:
+    net, cfg = load_run(run, task="segment")
+    pred, true, floor, refused = [], [], [], 0
+    for r in segmentation_data("hc18", image_size=None)[1]:       # validation images at their own resolution
         px = r["pixel_size_mm"]
-        pred.append(cad.biometry_from_mask(segment_image(net, r["image"], cfg) == 1, px)["hc_mm"])
+        mask = segment_image(net, r["image"], cfg) == 1
+        try: pred.append(biometry.biometry_from_mask(mask, px, r["image"].size)["hc_mm"])
+        except DataError: refused += 1; continue                  # an implausible mask: counted, not measured
         true.append(r["head_circumference_mm"])
         floor.append(head_circumference(np.asarray(r["mask"]) > 0, px))
     pred, true, floor = map(np.array, (pred, true, floor))
-    off = cad.fit_hc_offset(run)                         # the systematic over-estimate, learnt on training images only
+    off = read_json(biometry.fit_hc_offset(run))         # the systematic over-estimate, learnt on training images only
     e2 = pred - off["hc_offset_mm"] - true
-    print(f"bias learnt on the {off['n']} training images: {off['hc_offset_mm']:+.1f} mm; validation HC mean absolute difference after "
+    print(f"bias learnt on the {off['n']} training images: {off['hc_offset_mm']:+.1f} mm; "
+          f"validation HC mean absolute difference after "
           f"subtracting it {np.mean(np.abs(e2)):.1f} mm (median {np.median(np.abs(e2)):.1f})")
-    ga_p, ga_t = cad.hadlock_ga_weeks(pred), cad.hadlock_ga_weeks(true)
-    inr = ga_t >= cad.HADLOCK_RANGE_WEEKS[0]
+    ga_p, ga_t = biometry.hadlock_ga_weeks(pred), biometry.hadlock_ga_weeks(true)
+    inr = ga_t >= biometry.HADLOCK_RANGE_WEEKS[0]
     err = pred - true
-    print(f"HC18 validation ({len(true)} images, segmented at full resolution):")
-    print(f"  HC mean absolute difference {np.mean(np.abs(err)):.1f} mm (median {np.median(np.abs(err)):.1f}, bias {np.mean(err):+.1f}); "
+    print(f"HC18 validation ({len(true)} images measured, segmented at full resolution; "
+          f"{refused} masks refused as implausible):")
+    print(f"  HC mean absolute difference {np.mean(np.abs(err)):.1f} mm "
+          f"(median {np.median(np.abs(err)):.1f}, bias {np.mean(err):+.1f}); "
           f"reference masks through the same fit: {np.mean(np.abs(floor - true)):.1f} mm")
     print(f"  gestational age (Hadlock 1984), {inr.sum()} images of 14 weeks or more: mean absolute difference "
           f"{7 * np.mean(np.abs(ga_p - ga_t)[inr]):.1f} days (median {7 * np.median(np.abs(ga_p - ga_t)[inr]):.1f}); "

@@ -4,26 +4,13 @@
 
 # %% ../../nbs/exercises/cad.ipynb #aaaeef38
 from __future__ import annotations
-import base64, html, io, json, math, os, tempfile
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
-
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-from scipy import stats
-from sklearn.metrics import roc_curve, roc_auc_score, precision_recall_curve, average_precision_score
-from sklearn.model_selection import StratifiedKFold, KFold
 
-from .core import Feedback, Wrong, exercise, expect_close, expect_equal
-from ..cad import expected_calibration_error, hadlock_ga_weeks, threshold_for
+from ..cad import expected_calibration_error, threshold_for
+from .core import Wrong, exercise, expect_close
 
 # %% auto #0
-__all__ = ['check_ece', 'check_threshold', 'check_hadlock']
+__all__ = ['check_ece', 'check_threshold']
 
 # %% ../../nbs/exercises/cad.ipynb #61eee89f
 @exercise("cad-ece")
@@ -33,9 +20,11 @@ def check_ece(fn):
     p = rng.dirichlet(np.ones(4) * 0.5, 400); y = rng.integers(0, 4, 400)
     for bins in (5, 15):
         expect_close(float(fn(p, y, bins)), expected_calibration_error(p, y, bins), f"ECE with {bins} bins",
-                     hint="weight each bin's |accuracy − confidence| by (cases in the bin) / (all cases); confidence is the top-class probability")
+                     hint="weight each bin's |accuracy − confidence| by (cases in the bin) / (all cases); "
+                          "confidence is the top-class probability")
     return "your ECE matches on random predictions with 5 and 15 bins"
 
+# %% ../../nbs/exercises/cad.ipynb #ce000003
 @exercise("cad-threshold")
 def check_threshold(fn):
     "Your `fn(y, score, target_sensitivity)` must return the highest threshold whose sensitivity reaches the target."
@@ -44,16 +33,9 @@ def check_threshold(fn):
     for tgt in (0.8, 0.95):
         t = float(fn(y, s, tgt))
         sens = ((s >= t) & (y == 1)).sum() / (y == 1).sum()
-        if sens < tgt - 1e-9: raise Wrong(f"at your threshold {t:.3f} the sensitivity is {sens:.3f}, below the target {tgt}",
-                                           "decide 'positive' when score >= threshold; lower the threshold")
+        if sens < tgt - 1e-9:
+            raise Wrong(f"at your threshold {t:.3f} the sensitivity is {sens:.3f}, below the target {tgt}",
+                        "decide 'positive' when score >= threshold; lower the threshold")
         expect_close(t, threshold_for(y, s, sensitivity=tgt), f"the threshold for sensitivity {tgt}",
                      hint="among thresholds reaching the target, take the highest (it gives the best specificity)")
     return "your thresholds reach the target sensitivity with the best specificity possible"
-
-@exercise("cad-hadlock")
-def check_hadlock(fn):
-    "Your `fn(hc_mm)` must return gestational age in weeks with Hadlock's 1984 formula."
-    for hc in (120.0, 250.0, 330.0):
-        expect_close(float(fn(hc)), hadlock_ga_weeks(hc), f"GA for HC {hc:.0f} mm", rtol=1e-6,
-                     hint="the formula takes HC in centimetres: divide the millimetres by 10")
-    return "your formula agrees with Hadlock 1984 from the second trimester to term"
