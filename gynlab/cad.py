@@ -132,6 +132,10 @@ GROUPINGS = {
         "solid": {"positive": ["solid"], "question": "solid tumour vs normal ovary or simple cyst",
                   "action": "specialist review"},
     },
+    "phantom-cytology": {
+        "abnormal": {"positive": ["lsil", "hsil"], "question": "squamous intraepithelial lesion (LSIL or HSIL) vs normal cells",
+                     "action": "review of the slide by a cytologist"},
+    },
 }
 
 def grouping(dataset: str, name: str | None = None, classes: list[str] | None = None) -> dict:

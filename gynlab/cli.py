@@ -205,8 +205,66 @@ def _add_explain(sub):
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_explain)
 
+# %% ../nbs/lib/99_cli.ipynb #cl000031
+def _cmd_calibrate(a) -> int:
+    from gynlab.core import read_json
+    from gynlab.runs import run_task
+    if run_task(a.run) == "segment":
+        from gynlab.biometry import fit_hc_offset
+        d = read_json(fit_hc_offset(a.run, device=a.device, data_root=a.data_root))
+        print(f"head-circumference offset {d['hc_offset_mm']:+.2f} mm (sd {d['sd_mm']:.2f} mm) on {d['n']} training images"
+              + (f", {d['refused']} masks refused" if d.get("refused") else "") + f"\nwrote {Path(a.run) / 'biometry.json'}")
+        return 0
+    from gynlab.cad import calibrate_run, format_summary
+    path = calibrate_run(a.run, grouping=a.grouping, sensitivity=a.sensitivity, specificity=a.specificity, refer=a.refer,
+                         folds=a.folds, mc=a.mc, device=a.device, data_root=a.data_root)
+    print(format_summary(read_json(path)["summary"]) + f"\nwrote {path}")
+    return 0
+
+def _cmd_report(a) -> int:
+    from gynlab.report import write_report
+    if not (Path(a.run) / "cad.json").exists():
+        print("gynlab report: this run is not calibrated (`gynlab calibrate --run RUN`): the report shows raw "
+              "probabilities and no operating point", file=sys.stderr)
+    print(f"wrote {write_report(a.run, a.image, a.out, method=a.method, mc=a.mc, device=a.device)}")
+    return 0
+
+def _cmd_biometry(a) -> int:
+    from gynlab.biometry import format_biometry, measure
+    from gynlab.core import json_safe
+    b = measure(a.image, a.pixel_size, run=a.run, mask=a.mask, device=a.device)
+    print(json.dumps(json_safe(b), indent=2) if a.json else format_biometry(b))
+    return 0
+
+def _add_cad(sub):
+    p = sub.add_parser("calibrate", help="classifier: temperature, operating point, referral cut-off (validation split); "
+                                         "segmenter on hc18: head-circumference offset (training split)")
+    p.add_argument("--run", required=True, help="run folder written by `gynlab train`")
+    p.add_argument("--grouping", default=None, help="decision grouping (mmotu: malignant, neoplasm)")
+    p.add_argument("--sensitivity", type=float, default=None, help="target sensitivity of the operating point (default 0.9)")
+    p.add_argument("--specificity", type=float, default=None, help="target specificity instead")
+    p.add_argument("--refer", type=float, default=0.1, help="share of the most uncertain cases to refer (default 0.1)")
+    p.add_argument("--folds", type=int, default=2, help="cross-fitting folds for the honest figures (default 2)")
+    p.add_argument("--mc", type=int, default=20, help="Monte-Carlo dropout passes (default 20)")
+    p.add_argument("--data-root", default=None); p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_calibrate)
+    p = sub.add_parser("report", help="self-contained HTML case report for one image (not for clinical use)")
+    p.add_argument("--run", required=True); p.add_argument("--image", required=True); p.add_argument("--out", required=True)
+    p.add_argument("--method", default="gradcam", help="attribution method for the overlay (see `gynlab explain`)")
+    p.add_argument("--mc", type=int, default=20, help="Monte-Carlo dropout passes (0: none)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("biometry", help="fetal head circumference and gestational age (Hadlock 1984) for one image")
+    p.add_argument("--image", required=True)
+    p.add_argument("--pixel-size", type=float, required=True, help="mm per pixel of the image")
+    p.add_argument("--run", default=None, help="segmentation run trained on hc18 (`gynlab train --recipe hc18`)")
+    p.add_argument("--mask", default=None, help="measure this skull mask instead of segmenting with a run")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_biometry)
+
 # %% ../nbs/lib/99_cli.ipynb #cl000012
-COMMANDS = [_add_data, _add_train, _add_explain]   # each adds its sub-parsers
+COMMANDS = [_add_data, _add_train, _add_explain, _add_cad]   # each adds its sub-parsers
 PLUGIN_MODULES: list[str] = []           # modules with an `_add_cli(subparsers)` of their own
 
 def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:

@@ -56,6 +56,16 @@ def world(tmp_path_factory):
     for name, change in {"stdzero": {"std": [0.2, 0.0, 0.2]}, "unknownmodel": {"model": "resnet9000"},
                          "noclasses": {"classes": None}, "hugesize": {"image_size": 100000}}.items():
         shutil.copytree(w / "run", w / name); (w / name / "config.json").write_text(json.dumps({**cfg, **change}))
+    code, _, err = gynlab("calibrate", "--run", w / "run", "--mc", 2)          # cad.json, for the report cases
+    assert code == 0, err
+    shutil.copytree(w / "run", w / "cadcorrupt"); (w / "cadcorrupt" / "cad.json").write_text("{ not json")
+    from PIL import ImageDraw
+    Image.new("L", (400, 270), 40).save(w / "scan.png")
+    skull = Image.new("L", (400, 270), 0); ImageDraw.Draw(skull).ellipse((100, 60, 300, 210), fill=255); skull.save(w / "skull.png")
+    Image.new("L", (400, 270), 255).save(w / "full.png")
+    line = Image.new("L", (400, 270), 0); ImageDraw.Draw(line).line((20, 135, 380, 135), fill=255); line.save(w / "line.png")
+    skull.resize((800, 540)).save(w / "big.png")
+    (w / "broken.png").write_bytes(b"\x89PNG not an image")
     return w
 
 
@@ -116,6 +126,46 @@ CASES = {  # name: (argv with {w} for the world folder, words the message must c
                              "--batch-size must be in [1"),
     "predict on a device that does not exist": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/p.csv",
                                                  "--device", "bogus"], "unknown device"),
+    "explain with an unknown method": (["explain", "--run", "{w}/run", "--image", "{w}/imgs/a0.png", "--out", "{w}/e.png",
+                                        "--method", "nope"], "unknown method 'nope'"),
+    "explain an unknown class": (["explain", "--run", "{w}/run", "--image", "{w}/imgs/a0.png", "--out", "{w}/e.png",
+                                  "--target", "no-such-class"], "no-such-class"),
+    "explain --out is the image": (["explain", "--run", "{w}/run", "--image", "{w}/imgs/a0.png", "--out", "{w}/imgs/a0.png"],
+                                   "one of the inputs"),
+    "explain a corrupt image": (["explain", "--run", "{w}/run", "--image", "{w}/broken.png", "--out", "{w}/e.png"], "broken.png"),
+    "explain a missing run": (["explain", "--run", "{w}/nowhere", "--image", "{w}/scan.png", "--out", "{w}/e.png"], "does not exist"),
+    "calibrate with two targets": (["calibrate", "--run", "{w}/run", "--sensitivity", 0.9, "--specificity", 0.9], "not both"),
+    "calibrate sensitivity 1.5": (["calibrate", "--run", "{w}/run", "--sensitivity", 1.5], "sensitivity"),
+    "calibrate refer 1": (["calibrate", "--run", "{w}/run", "--refer", 1], "refer"),
+    "calibrate one fold": (["calibrate", "--run", "{w}/run", "--folds", 1], "folds"),
+    "calibrate mc -5": (["calibrate", "--run", "{w}/run", "--mc", -5], "mc"),
+    "calibrate an unknown grouping": (["calibrate", "--run", "{w}/run", "--grouping", "nope"], "unknown grouping 'nope'"),
+    "calibrate a missing run": (["calibrate", "--run", "{w}/nowhere"], "does not exist"),
+    "report --out is the image": (["report", "--run", "{w}/run", "--image", "{w}/scan.png", "--out", "{w}/scan.png"],
+                                  "one of the inputs"),
+    "report --out is the run's config": (["report", "--run", "{w}/run", "--image", "{w}/scan.png", "--out", "{w}/run/config.json"],
+                                         "config.json"),
+    "report a missing image": (["report", "--run", "{w}/run", "--image", "{w}/nope.png", "--out", "{w}/r.html"], "missing"),
+    "report a corrupt image": (["report", "--run", "{w}/run", "--image", "{w}/broken.png", "--out", "{w}/r.html"], "broken.png"),
+    "report with a corrupt cad.json": (["report", "--run", "{w}/cadcorrupt", "--image", "{w}/scan.png", "--out", "{w}/r.html"],
+                                       "cad.json"),
+    "report --out is a FIFO": (["report", "--run", "{w}/run", "--image", "{w}/scan.png", "--out", "{w}/fifo"], "FIFO"),
+    "biometry full-frame mask": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/full.png", "--pixel-size", 0.2],
+                                 "cannot be one fetal skull"),
+    "biometry one-line mask": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/line.png", "--pixel-size", 0.2],
+                               "skull"),
+    "biometry mask twice the image": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/big.png", "--pixel-size", 0.2],
+                                      "800x540 px but the image is 400x270"),
+    "biometry pixel size 1e300": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png", "--pixel-size", "1e300"],
+                                  "pixel size"),
+    "biometry pixel size 0": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png", "--pixel-size", 0], "pixel size"),
+    "biometry pixel size nan": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png", "--pixel-size", "nan"],
+                                "pixel size"),
+    "biometry run and mask": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png", "--run", "{w}/run",
+                               "--pixel-size", 0.2], "one of the two"),
+    "biometry neither run nor mask": (["biometry", "--image", "{w}/scan.png", "--pixel-size", 0.2], "one of the two"),
+    "biometry with a classifier run": (["biometry", "--image", "{w}/scan.png", "--run", "{w}/run", "--pixel-size", 0.2], "segment"),
+    "biometry image missing": (["biometry", "--image", "{w}/nope.png", "--mask", "{w}/skull.png", "--pixel-size", 0.2], "missing"),
     "unknown dataset card": (["data", "info", "no-such-dataset"], "no-such-dataset"),
     "data root that does not exist": (["data", "list", "--root", "{w}/nowhere"], "no such folder"),
 }
@@ -131,6 +181,20 @@ def test_bad_input_is_refused_cleanly(world, name):
     assert words in err, f"{name}: {err!r} lacks {words!r}"
     assert "Traceback" not in err and err.startswith("gynlab: error: "), err
     assert tree(world) == before, f"{name}: files changed"
+
+
+def test_cad_commands_work_on_good_input(world, tmp_path):
+    "The happy path of the commands above: a report, an explanation and a measurement from a drawn skull."
+    code, out, err = gynlab("report", "--run", world / "run", "--image", world / "scan.png", "--out", tmp_path / "r.html", "--mc", 2)
+    assert code == 0 and (tmp_path / "r.html").read_text().count("<img") >= 2, err
+    code, out, err = gynlab("explain", "--run", world / "run", "--image", world / "scan.png", "--out", tmp_path / "e.png")
+    assert code == 0 and "prediction:" in out and Image.open(tmp_path / "e.png").size == (32, 32), err
+    code, out, err = gynlab("biometry", "--image", world / "scan.png", "--mask", world / "skull.png", "--pixel-size", 0.2, "--json")
+    b = json.loads(out)
+    import math
+    a, c = 100 * 0.2, 75 * 0.2                                       # the drawn ellipse's semi-axes in mm
+    ramanujan = math.pi * (3 * (a + c) - math.sqrt((3 * a + c) * (a + 3 * c)))
+    assert code == 0 and abs(b["hc_mm"] - ramanujan) < 0.03 * ramanujan, (b, ramanujan)
 
 
 def test_non_utf8_file_name_is_predicted_and_shown_escaped(world, tmp_path):
