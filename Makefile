@@ -21,6 +21,7 @@ export PLOTLY_RENDERER ?=
 # JupyterLab settings kept inside the venv (sys-prefix level): no news/announcements popup.
 .venv/.lab-configured: .venv/.installed
 	.venv/bin/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements"
+	.venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name python3
 	@touch $@
 
 install: .venv/.installed

@@ -1,8 +1,12 @@
-"""The explorer lesson in a real browser: JupyterLab runs nbs/51_explorer.ipynb (a copy, in a temp dir), headless
-Chromium drives the widget (method, then case) and we check that the overlay and the probabilities change.
+"""The explorer lesson in a real browser: JupyterLab (1440 px window) runs nbs/51_explorer.ipynb (a copy, in a temp
+dir); headless Chromium checks what a student sees — the truth in the case labels is the run's Bethesda column and
+the ✗ marks are exactly the cases whose prediction differs from it; the controls wrap inside the output area, the
+figure is no wider than it (nor than 900 px), the case label is never hidden (full text as the tooltip) — then drives
+the widget (method, case, the compare view) and checks that the overlay and the probabilities change.
 
 Needs Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`) and Python playwright; never downloads
-a browser. Leaves a screenshot in test-artifacts/explorer.png."""
+a browser. Leaves screenshots in test-artifacts/: explorer.png (the widget), explorer-compare.png (compare methods),
+explorer-lab-1440.png (the whole window)."""
 import json
 import os
 import signal
@@ -38,10 +42,8 @@ def _free_port():
 @pytest.fixture
 def lab(tmp_path):
     work = tmp_path / "nb"; work.mkdir()
-    nb = json.loads((ROOT / "nbs" / "51_explorer.ipynb").read_text())
-    # lessons carry no kernelspec (nbdev_clean): name the default one so JupyterLab does not ask which kernel to use
-    nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    (work / "51_explorer.ipynb").write_text(json.dumps(nb))
+    # the lesson as stored: its kernelspec names python3, so JupyterLab does not ask which kernel to use
+    (work / "51_explorer.ipynb").write_bytes((ROOT / "nbs" / "51_explorer.ipynb").read_bytes())
     cfg = tmp_path / "cfg" / "labconfig"; cfg.mkdir(parents=True)
     news = "@jupyterlab/apputils-extension:announcements"
     (cfg / "page_config.json").write_text(json.dumps({"disabledExtensions": {news: True}}))
@@ -85,7 +87,7 @@ def _state(page):
         const st = root.querySelector('.gynlab-explorer-status');
         const g = root.querySelector('.js-plotly-plot');
         return {status: st ? st.textContent : '', state: st ? st.getAttribute('data-state') : '',
-                overlay: g && g.data ? g.data[2].source : null, probs: g && g.data ? Array.from(g.data[3].y) : null};
+                overlay: g && g.data ? g.data[2].source : null, probs: g && g.data ? Array.from(g.data[3].x) : null};
     }""")
 
 
@@ -111,6 +113,62 @@ def _run_all(page, tries: int = 4):
     raise AssertionError("Run All Cells executed nothing: the kernel never took the request")
 
 
+def _wait_until_all_ran(page, timeout_s=600):
+    "Until no cell is queued or running ([*]) and the kernel is idle: widget events wait for a busy kernel."
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        prompts = page.locator(".jp-InputPrompt").all_inner_texts()
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count()
+        if idle and not any("*" in p for p in prompts): return
+        page.wait_for_timeout(1000)
+    raise AssertionError("the lesson did not finish running")
+
+
+LAYOUT = """() => {
+    const root = document.querySelector('.gynlab-explorer');
+    const area = root.closest('.jp-OutputArea-output').getBoundingClientRect();
+    const r = e => e.getBoundingClientRect();
+    const controls = Array.from(root.querySelectorAll('.widget-dropdown, .widget-slider, .widget-toggle-buttons'));
+    const sel = root.querySelector('.widget-dropdown select');
+    const opt = sel.options[sel.selectedIndex];
+    const plain = t => t.replace(/\u00a0/g, ' ');   // ipywidgets writes option labels with no-break spaces
+    const g = root.querySelector('.js-plotly-plot');
+    return {area: [area.left, area.right], widget: [r(root).left, r(root).right],
+            controls: controls.map(c => [r(c).left, r(c).right, r(c).top]),
+            figure: r(g).width, caseWidth: r(sel).width, caseText: plain(opt.text),
+            caseTitle: sel.title || sel.closest('.widget-dropdown').title,
+            caseTextWidth: (() => { const c = document.createElement('canvas').getContext('2d');
+                                    c.font = getComputedStyle(sel).font; return c.measureText(opt.text).width; })(),
+            options: Array.from(sel.options).map(o => plain(o.text))};
+}"""
+
+
+def _check_labels(options):
+    "Truth = the run's Bethesda column; ✗ exactly where the labelled prediction differs from the labelled truth."
+    import re
+    seen = 0
+    for text in options:
+        m = re.match(r"#\d+( ✗)?: truth (\S+), pred (\S+) \(", text)
+        assert m, f"case label without truth and prediction: {text!r}"
+        cross, truth, pred = m.groups()
+        assert truth in ("NILM", "LSIL", "HSIL") and pred in ("NILM", "LSIL", "HSIL"), text
+        assert bool(cross) == (truth != pred), f"✗ mark does not match the label: {text!r}"
+        seen += bool(cross)
+    return seen
+
+
+def _check_layout(page):
+    lay = page.evaluate(LAYOUT)
+    left, right = lay["area"]
+    assert lay["widget"][1] <= right + 1 and lay["widget"][1] - lay["widget"][0] <= 901, lay
+    outside = [c for c in lay["controls"] if c[0] < left - 1 or c[1] > right + 1]
+    assert not outside, f"a control leaves the output area {lay['area']}: {outside}"
+    assert lay["figure"] <= min(900, right - left) + 1, f"figure {lay['figure']} px in a {right - left} px output area"
+    assert lay["caseTitle"] == lay["caseText"], "the case's full label must be its tooltip"
+    assert lay["caseTextWidth"] + 24 <= lay["caseWidth"], f"the case label is cut: {lay['caseText']!r}"
+    return lay
+
+
 def test_explorer_in_jupyterlab(lab):
     pw = pytest.importorskip("playwright.sync_api")
     art = ROOT / "test-artifacts"; art.mkdir(exist_ok=True)
@@ -118,7 +176,7 @@ def test_explorer_in_jupyterlab(lab):
     with pw.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
             page.goto(f"{lab}/lab/tree/51_explorer.ipynb", wait_until="load", timeout=90_000)
@@ -132,17 +190,22 @@ def test_explorer_in_jupyterlab(lab):
                 print("dialog:", dlg.first.inner_text()[:200])
                 dlg.locator(".jp-Dialog-button.jp-mod-accept").first.click(); page.wait_for_timeout(1000)
             _run_all(page)
+            _wait_until_all_ran(page)
             first = _wait_for(page, lambda s: s["state"] == "ok" and s["overlay"] and s["probs"]
                               and s["overlay"].startswith("data:image/png") and "case" in s["status"], 180,
                               "the explorer's first view")
             root = page.locator(".gynlab-explorer").first
+            root.scroll_into_view_if_needed(); page.wait_for_timeout(500)
+            lay = _check_layout(page)
+            assert len(lay["options"]) == 80 and _check_labels(lay["options"]) >= 0
+            page.screenshot(path=str(art / "explorer-lab-1440.png"))
             # change the method
             root.locator(".widget-dropdown", has_text="method").locator("select").select_option("integrated_gradients")
             second = _wait_for(page, lambda s: s["state"] == "ok" and "integrated_gradients" in s["status"], 60,
                                "the IG view")
             assert second["overlay"] != first["overlay"], "the overlay did not change with the method"
             # change the case to one the model sees differently
-            sel = root.locator(".widget-dropdown", has_text="case").locator("select")
+            sel = root.locator(".widget-dropdown select").first
             n = sel.locator("option").count()
             assert n > 5
             sel.select_option(index=5)
@@ -153,6 +216,16 @@ def test_explorer_in_jupyterlab(lab):
             assert abs(sum(third["probs"]) - 1) < 1e-3
             root.scroll_into_view_if_needed(); page.wait_for_timeout(1000)
             root.screenshot(path=str(art / "explorer.png"))
+            _check_layout(page)
+            # all fast methods side by side: a picture replaces the figure
+            root.locator(".widget-toggle-button", has_text="compare methods").click()
+            _wait_for(page, lambda s: s["state"] == "ok" and "side by side" in s["status"], 60, "the compare view")
+            img = root.locator(".widget-image").first
+            img.wait_for(state="visible", timeout=30_000)
+            box = img.bounding_box()
+            assert box["width"] > 300 and box["width"] <= 901 and not root.locator(".js-plotly-plot").first.is_visible()
+            page.wait_for_timeout(500)
+            root.screenshot(path=str(art / "explorer-compare.png"))
         finally:
             browser.close()
     real = [e for e in errors if not any(b in e for b in BENIGN)]

@@ -1,7 +1,6 @@
-"""Tests for gynlab.interpret (attribute == Captum, shape contract, quality measures, explain_image / explain_file) and
-gynlab.widgets.Explorer without a browser (cache, background thread, and truth from the model's own label column)."""
+"""Tests for gynlab.interpret (attribute == Captum, shape contract, quality measures, explain_image / explain_file).
+The explorer widget (gynlab.widgets) is tested in test_explorer.py and test_explorer_browser.py."""
 import os
-import time
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -205,110 +204,6 @@ def test_checkers():
     assert not XI.check_saliency(lambda model, x, t: torch.zeros(2, 8, 8))
 
 
-# ---- Explorer (no browser) ----
-
-@pytest.fixture(scope="module")
-def explorer(trained):
-    from gynlab.widgets import Explorer
-    model, _, classes, cyto = trained
-    ex = Explorer(model, cyto["validation"].select(range(10)), class_names=classes, target="bethesda", image_size=48,
-                  background=False)
-    yield ex
-    ex.close()
-
-
-def test_explorer_show_and_cache(explorer):
-    v1 = explorer.show(case=2, method="gradcam", target=None)
-    assert v1.ok and not v1.cached and v1.overlay.shape == (48, 48) and np.isclose(v1.probs.sum(), 1, atol=1e-5)
-    assert v1.pred == int(v1.probs.argmax()) and "case 2" in explorer.status_w.value
-    t0 = time.perf_counter(); v2 = explorer.show(case=2, method="gradcam", target=None); dt = time.perf_counter() - t0
-    assert v2.cached and np.array_equal(v1.overlay, v2.overlay) and "cached" in explorer.status_w.value
-    assert dt < 0.5
-    v3 = explorer.show(case=5, method="saliency", target=1)
-    assert v3.ok and not np.array_equal(v3.overlay, v1.overlay)
-    assert explorer.case_w.value == 5 and explorer.method_w.value == "saliency" and explorer.target_w.value == 1
-    src = explorer.fig.data[2].source
-    explorer.show(case=5, method="integrated_gradients", target=1)
-    assert explorer.fig.data[2].source != src, "the overlay must change with the method"
-    # the same attribution as attribute() itself
-    x = explorer._item(5)[0][None]
-    direct = attribute(explorer.model, x, 1, "saliency")[0].numpy()
-    assert np.allclose(explorer.cache.get((5, "saliency", 1))[0], direct, atol=1e-6)
-
-
-def test_explorer_bad_selections(explorer, trained):
-    from gynlab.widgets import Explorer
-    v = explorer.show(case=1, method="saliency", target=7)
-    assert not v.ok and "out of range" in v.message and "⚠" in explorer.status_w.value
-    assert "does not exist" in explorer.show(case=99, method="saliency", target=None).message
-    assert "unknown method" in explorer.show(case=1, method="lime", target=None).message
-    model, _, classes, cyto = trained
-    empty = Explorer(model, cyto["validation"].select([]), class_names=classes)
-    assert "empty" in empty.last_view.message and not empty.show(case=0).ok
-    # 1 channel: wrong for this model
-    grey = torch.utils.data.TensorDataset(torch.randn(3, 1, 20, 20), torch.tensor([0, 1, 2]))
-    wrong = Explorer(model, grey, class_names=classes)
-    v = wrong.show(case=0, method="saliency", target=None)
-    assert not v.ok and "cannot process" in v.message
-
-
-def test_explorer_background_thread(trained):
-    from gynlab.widgets import Explorer
-    model, _, classes, cyto = trained
-    ex = Explorer(model, cyto["validation"].select(range(4)), class_names=classes, target="bethesda", image_size=48,
-                  background=True)
-    v = ex._request(1, "occlusion", None)
-    assert "background" in v.message and "computing" in ex.status_w.value
-    ex._pool.shutdown(wait=True)
-    assert ex.last_view.ok and ex.last_view.method == "occlusion" and (1, "occlusion", None) in ex.cache
-    ex.close()
-
-
-def test_explorer_segmenter(xb):
-    from gynlab.widgets import Explorer
-    torch.manual_seed(0)
-    seg = TinySeg().eval()
-    masks = torch.utils.data.TensorDataset(xb, torch.zeros(3, 16, 16).long())
-    ex = Explorer(seg, masks, class_names=["background", "lesion"])
-    v = ex.show(case=1, method="gradcam", target=1)
-    assert ex.segmenter and v.ok and v.overlay.shape == (16, 16) and v.probs.shape == (2,)
-
-
-def test_explorer_needs_an_existing_target_column(trained):
-    from gynlab.widgets import Explorer
-    model, _, classes, cyto = trained
-    with pytest.raises(UsageError, match="not a column"):
-        Explorer(model, cyto["validation"].select(range(3)), target="diagnosis")
-    # no target: no truth
-    ex = Explorer(model, cyto["validation"].select(range(3)), class_names=classes, background=False)
-    assert ex.errors() == [] and all("truth" not in label and "✗" not in label for label, _ in ex.case_w.options)
-    ex.close()
-
-
-class AlwaysNILM(nn.Module):
-    "A 'model' whose mistakes are known in advance: it predicts class 0 (NILM) for every image."
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 3, padding=1)
-    def forward(self, x): return 1e-3 * self.conv(x).mean((2, 3)) + torch.tensor([5.0, 0.0, 0.0])
-
-
-def test_explorer_marks_exactly_the_models_mistakes(trained):
-    "The ✗ marks come from the column the model was trained on (bethesda), not from another label column."
-    from gynlab.widgets import Explorer
-    _, _, classes, cyto = trained
-    valid = cyto["validation"].select(range(20))
-    truth, other = np.array(valid["bethesda"]), np.array(valid["label"])
-    mistakes = [i for i in range(len(valid)) if truth[i] != 0]
-    assert mistakes and mistakes != [i for i in range(len(valid)) if other[i] != 0], "the columns must disagree here"
-    ex = Explorer(AlwaysNILM(), valid, class_names=classes, target="bethesda", image_size=48, background=False)
-    marked = [i for label, i in ex.case_w.options if "✗" in label]
-    assert ex.errors() == marked == mistakes
-    for label, i in ex.case_w.options: assert f"truth {classes[truth[i]]}, pred NILM" in label
-    assert f"truth <b>{classes[truth[2]]}</b>" in ex.show(case=2, method="saliency", target=None).message
-    ex.close()
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     "A classification run trained (seconds) on the phantom cells' Bethesda column: its config says target='bethesda'."
@@ -316,24 +211,6 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "cells"
     train_classifier("phantom-cytology", out=out, epochs=2, image_size=32, subset=48, target="bethesda", progress=False)
     return out
-
-
-def test_explorer_from_run_reads_the_target_from_the_config(run):
-    from gynlab.data import load
-    from gynlab.runs import load_run
-    from gynlab.train import predict
-    from gynlab.transforms import to_torch
-    from gynlab.widgets import Explorer
-    model, cfg = load_run(run)
-    assert cfg["target"] == "bethesda"
-    valid = load("phantom-cytology", n=80, image_size=32, seed=1)["validation"]
-    ex = Explorer.from_run(run, valid, background=False)
-    assert ex.class_names == cfg["classes"] == ["NILM", "LSIL", "HSIL"]
-    pred = predict(model, to_torch(valid, 32, 3, "bethesda", mean=cfg["mean"], std=cfg["std"])).argmax(1)
-    assert ex.errors() == np.flatnonzero(pred != np.array(valid["bethesda"])).tolist()
-    assert [i for label, i in ex.case_w.options if "✗" in label] == ex.errors()
-    assert ex.show(case=1, method="gradcam", target=None).ok
-    ex.close()
 
 
 def test_explain_image(trained):
