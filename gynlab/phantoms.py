@@ -9,17 +9,21 @@ from functools import lru_cache
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage, sparse
+from scipy import ndimage
 
 from .core import UsageError
+from .phantom_tools import (_fan, _grid, _harmonics, _smooth_noise, polygon_q, scan_convert, star_box, star_q,
+                                  to_polar)
+
+_all_ = ["star_q", "polygon_q", "star_box", "to_polar", "scan_convert"]   # defined in gynlab.phantom_tools
 
 # %% auto #0
 __all__ = ['PHANTOM_KINDS', 'MIN_SIZE', 'MAX_SIZE', 'CYTOLOGY_CLASSES', 'BETHESDA', 'CYTOLOGY_PARAMS', 'CYTOLOGY_FOV_UM',
            'US_CLASSES', 'US_MASK_CLASSES', 'US_FOV_MM', 'MRI_CLASSES', 'MRI_MASK_CLASSES', 'FIBROID_TYPES',
-           'MRI_FOV_MM', 'CINE_CLASSES', 'PHANTOM_LOADERS', 'sample_rng', 'star_q', 'polygon_q', 'star_box',
-           'slide_stain', 'cytology_cell', 'to_polar', 'scan_convert', 'rayleigh_speckle', 'pelvic_us', 'uterus_mri',
-           'cine_loop', 'phantom_cytology', 'phantom_pelvic_us', 'phantom_uterus_mri', 'phantom_cine',
-           'phantom_dataset']
+           'MRI_FOV_MM', 'CINE_CLASSES', 'PHANTOM_LOADERS', 'sample_rng', 'slide_stain', 'cytology_cell',
+           'rayleigh_speckle', 'pelvic_us', 'uterus_mri', 'cine_loop', 'phantom_cytology', 'phantom_pelvic_us',
+           'phantom_uterus_mri', 'phantom_cine', 'phantom_dataset', 'star_q', 'polygon_q', 'star_box', 'to_polar',
+           'scan_convert']
 
 # %% ../nbs/01_phantoms.ipynb #330a8410
 PHANTOM_KINDS = ("cytology", "pelvic-us", "uterus-mri", "cine")
@@ -28,8 +32,10 @@ MIN_SIZE, MAX_SIZE = 32, 1024
 
 def sample_rng(seed: int, kind: str, index: int, stream: int = 0) -> np.random.Generator:
     "Random stream of sample `index` of phantom `kind`: a function of (seed, kind, index, stream) only, never of `n`."
-    if kind not in _KIND_CODE: raise UsageError(f"unknown phantom kind {kind!r}; known kinds: {', '.join(PHANTOM_KINDS)}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0: raise UsageError(f"seed must be an integer >= 0, got {seed!r}")
+    if kind not in _KIND_CODE:
+        raise UsageError(f"unknown phantom kind {kind!r}; known kinds: {', '.join(PHANTOM_KINDS)}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise UsageError(f"seed must be an integer >= 0, got {seed!r}")
     return np.random.default_rng([int(seed), _KIND_CODE[kind], int(index), int(stream)])
 
 def _check_size(size, what="size"):
@@ -48,78 +54,6 @@ def _pick_class(rng, cls, names, what):
     if isinstance(cls, (int, np.integer)) and 0 <= cls < len(names): return int(cls)
     raise UsageError(f"unknown {what} class {cls!r}; use a name ({', '.join(names)}) or an index 0..{len(names)-1}")
 
-# %% ../nbs/01_phantoms.ipynb #3e2be58a
-@lru_cache(maxsize=16)
-def _grid(size: int):
-    "Pixel-centre coordinates (y, x), each (size, size) float32."
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    yy.flags.writeable = xx.flags.writeable = False
-    return yy, xx
-
-def _harmonics(rng, irregularity: float, k=(2, 3, 4, 5, 6)) -> np.ndarray:
-    "Complex coefficients c_k of r(θ) = r·(1 + Re Σ c_k e^{ikθ}), scaled so the radius' coefficient of variation is `irregularity`."
-    k = np.asarray(k)
-    c = (rng.normal(size=len(k)) + 1j * rng.normal(size=len(k))) / np.sqrt(k)
-    std = np.sqrt((np.abs(c) ** 2).sum() / 2)
-    return c * (irregularity / std) if irregularity > 0 else c * 0
-
-def star_q(y, x, cy, cx, r, coefs=None, elong=1.0, angle=0.0, k=(2, 3, 4, 5, 6)):
-    """Normalised radius q of points (y, x) w.r.t. a star-shaped blob: q <= 1 inside, q == 1 on the contour.
-    The contour is r(θ) = r·(1 + Re Σ c_k e^{ikθ}) after stretching by `elong` along direction `angle` (area kept)."""
-    dy, dx = y - float(cy), x - float(cx)                      # python floats keep float32 arrays float32
-    ca, sa = float(np.cos(angle)), float(np.sin(angle))
-    s = float(np.sqrt(elong))
-    u, v = (dx * ca + dy * sa) / s, (-dx * sa + dy * ca) * s
-    z = u + 1j * v
-    rho = np.abs(z)
-    rr = np.full(rho.shape, float(r), dtype=np.float32)
-    if coefs is not None and np.any(coefs):
-        e = z / np.maximum(rho, 1e-6)
-        acc, p = 0.0, e ** (k[0])
-        for i, c in enumerate(coefs):
-            acc = acc + (c * p).real
-            if i + 1 < len(k): p = p * e ** (k[i + 1] - k[i])
-        rr = float(r) * (1 + acc)
-    return rho / rr
-
-def polygon_q(y, x, cy, cx, R, rng, n_min=5, n_max=7, jitter=0.25):
-    "Normalised gauge q of points w.r.t. a random convex-ish polygon of circumradius ~R (q <= 1 inside)."
-    n = int(rng.integers(n_min, n_max + 1))
-    ang = (np.arange(n) + rng.uniform(-jitter, jitter, n)) * 2 * np.pi / n + rng.uniform(0, 2 * np.pi)
-    rad = R * rng.uniform(0.9, 1.05, n)
-    vy, vx = cy + rad * np.sin(ang), cx + rad * np.cos(ang)
-    q = None
-    for i in range(n):  # loop over the 5-7 edges, not over pixels
-        j = (i + 1) % n
-        ny_, nx_ = -(vx[j] - vx[i]), vy[j] - vy[i]            # edge normal (outward for CCW order)
-        norm = np.hypot(ny_, nx_); ny_, nx_ = ny_ / norm, nx_ / norm
-        h = (vy[i] - cy) * ny_ + (vx[i] - cx) * nx_           # distance of the edge from the centre
-        if h < 0: ny_, nx_, h = -ny_, -nx_, -h
-        qi = (y - float(cy)) * float(ny_ / h) + (x - float(cx)) * float(nx_ / h)
-        q = qi if q is None else np.maximum(q, qi)
-    return q
-
-@lru_cache(maxsize=32)
-def _interp_matrix(n: int, cells: int) -> np.ndarray:
-    "(n, cells) linear-interpolation weights from a coarse grid of `cells` knots to `n` samples."
-    pos = np.clip((np.arange(n) + 0.5) / n * cells - 0.5, 0, cells - 1)
-    i0 = np.minimum(pos.astype(int), cells - 2); d = pos - i0
-    W = np.zeros((n, cells), np.float32); W[np.arange(n), i0] = 1 - d; W[np.arange(n), i0 + 1] = d
-    return W
-
-def _smooth_noise(rng, shape, cells: int = 6) -> np.ndarray:
-    "Smooth random field (unit-variance knots): a coarse `cells`x`cells` Gaussian grid interpolated bilinearly (two matmuls)."
-    g = rng.normal(size=(cells, cells)).astype(np.float32)
-    return _interp_matrix(shape[0], cells) @ g @ _interp_matrix(shape[1], cells).T
-
-def star_box(S: int, cy, cx, r, coefs=None, elong=1.0, angle=0.0):
-    "`star_q` evaluated only on the pixel box that can contain the blob: returns (box slices, q on that box)."
-    ext = r * np.sqrt(elong) * (1 + (np.abs(coefs).sum() if coefs is not None else 0)) + 3
-    box = (slice(min(max(int(cy - ext), 0), S), min(max(int(cy + ext) + 1, 0), S)),
-           slice(min(max(int(cx - ext), 0), S), min(max(int(cx + ext) + 1, 0), S)))
-    yy, xx = _grid(S)
-    return box, star_q(yy[box], xx[box], cy, cx, r, coefs, elong, angle)
-
 # %% ../nbs/01_phantoms.ipynb #2c3303ac
 CYTOLOGY_CLASSES = ["superficial", "intermediate", "parabasal", "lsil", "hsil"]
 BETHESDA = ["NILM", "LSIL", "HSIL"]
@@ -127,16 +61,23 @@ _CYTO_BETHESDA = {"superficial": 0, "intermediate": 0, "parabasal": 0, "lsil": 1
 
 # uniform ranges (low, high) per class; lengths in µm, optical density in arbitrary stain units
 CYTOLOGY_PARAMS = {
-    #               nucleus r  cell R    irregularity  chromatin    nucleus OD  cytoplasm    halo
-    "superficial":  dict(r_n=(1.8, 2.8), R=(22, 30), irr=(0.00, 0.03), coarse=(0.05, 0.15), od=(1.3, 1.6), shape="polygon", stain="eosin", halo=False),
-    "intermediate": dict(r_n=(3.2, 4.4), R=(20, 28), irr=(0.01, 0.04), coarse=(0.15, 0.30), od=(0.6, 0.8), shape="polygon", stain="green", halo=False),
-    "parabasal":    dict(r_n=(3.8, 5.2), R=(9, 13),  irr=(0.01, 0.04), coarse=(0.20, 0.35), od=(0.7, 0.9), shape="round",   stain="green+", halo=False),
-    "lsil":         dict(r_n=(5.5, 8.0), R=(20, 28), irr=(0.04, 0.09), coarse=(0.30, 0.55), od=(0.9, 1.2), shape="polygon", stain="green", halo=True),
-    "hsil":         dict(r_n=(5.0, 7.5), R=(8, 12),  irr=(0.07, 0.14), coarse=(0.55, 0.90), od=(1.0, 1.4), shape="round",   stain="green+", halo=False),
+    #               nucleus r  cell R    irregularity  chromatin    nucleus OD
+    #                    cell shape, cytoplasm stain, perinuclear halo
+    "superficial":  dict(r_n=(1.8, 2.8), R=(22, 30), irr=(0.00, 0.03), coarse=(0.05, 0.15), od=(1.3, 1.6),
+                         shape="polygon", stain="eosin", halo=False),
+    "intermediate": dict(r_n=(3.2, 4.4), R=(20, 28), irr=(0.01, 0.04), coarse=(0.15, 0.30), od=(0.6, 0.8),
+                         shape="polygon", stain="green", halo=False),
+    "parabasal":    dict(r_n=(3.8, 5.2), R=(9, 13),  irr=(0.01, 0.04), coarse=(0.20, 0.35), od=(0.7, 0.9),
+                         shape="round", stain="green+", halo=False),
+    "lsil":         dict(r_n=(5.5, 8.0), R=(20, 28), irr=(0.04, 0.09), coarse=(0.30, 0.55), od=(0.9, 1.2),
+                         shape="polygon", stain="green", halo=True),
+    "hsil":         dict(r_n=(5.0, 7.5), R=(8, 12),  irr=(0.07, 0.14), coarse=(0.55, 0.90), od=(1.0, 1.4),
+                         shape="round", stain="green+", halo=False),
 }
 CYTOLOGY_FOV_UM = 80.0  # the square crop covers 80 µm whatever its size in pixels
 
-# optical density per unit stain, (R, G, B): hematoxylin (blue-purple), eosin/orange G (pink), light green SF (blue-green)
+# optical density per unit stain, (R, G, B): hematoxylin (blue-purple), eosin/orange G (pink),
+# light green SF (blue-green)
 _OD = np.array([[1.43, 1.54, 0.64], [0.05, 0.95, 0.45], [0.95, 0.30, 0.35]], dtype=np.float32)
 
 @lru_cache(maxsize=32)
@@ -153,7 +94,7 @@ def slide_stain(rng) -> dict:
 
 # %% ../nbs/01_phantoms.ipynb #814a5c39
 def _nuisance(rng: np.random.Generator, S: int, um: float, H, E, G):
-    "A neighbour cell entering the crop and inflammatory-cell debris (neither is in the masks), added to the stain maps."
+    "A neighbour cell entering the crop and inflammatory-cell debris (neither in the masks), added to the stain maps."
     yy, xx = _grid(S)
     if rng.random() < 0.6:
         a = rng.uniform(0, 2 * np.pi); d = rng.uniform(0.62, 0.85) * S
@@ -176,9 +117,11 @@ def _nuisance(rng: np.random.Generator, S: int, um: float, H, E, G):
     return H, E, G
 
 # %% ../nbs/01_phantoms.ipynb #814a5c3a
-def cytology_cell(rng: np.random.Generator, cls=None, size: int = 64, stain: dict | None = None, nuisance: bool = True) -> dict:
-    """One Pap-smear cell crop. Returns dict(image (S,S,3) uint8, nucleus_mask, cytoplasm_mask (bool; the cytoplasm mask
-    covers the whole cell, nucleus included), mask (uint8: 0 background, 1 cytoplasm, 2 nucleus), label, name, features)."""
+def cytology_cell(rng: np.random.Generator, cls=None, size: int = 64, stain: dict | None = None,
+                  nuisance: bool = True) -> dict:
+    """One Pap-smear cell crop. Returns dict(image (S,S,3) uint8, nucleus_mask, cytoplasm_mask (bool; the cytoplasm
+    mask covers the whole cell, nucleus included), mask (uint8: 0 background, 1 cytoplasm, 2 nucleus), label, name,
+    features)."""
     S = _check_size(size)
     c = _pick_class(rng, cls, CYTOLOGY_CLASSES, "cytology")
     name = CYTOLOGY_CLASSES[c]; P = CYTOLOGY_PARAMS[name]
@@ -195,7 +138,8 @@ def cytology_cell(rng: np.random.Generator, cls=None, size: int = 64, stain: dic
         apothem = R * 0.75
     else:
         R = max(R, 1.35 * r_n * (1 + 3 * irr))
-        q_cell = star_q(yy, xx, cy, cx, R, _harmonics(rng, 0.03), elong=rng.uniform(1.0, 1.3), angle=rng.uniform(0, np.pi))
+        q_cell = star_q(yy, xx, cy, cx, R, _harmonics(rng, 0.03), elong=rng.uniform(1.0, 1.3),
+                        angle=rng.uniform(0, np.pi))
         apothem = R * 0.8
     room = max(apothem - r_n * (1 + 3 * irr), 0)
     ny, nx = np.array([cy, cx]) + rng.uniform(-0.35, 0.35, 2) * room
@@ -203,7 +147,8 @@ def cytology_cell(rng: np.random.Generator, cls=None, size: int = 64, stain: dic
     b = int(np.ceil(3.2 * r_n * (1 + 3 * irr))) + 2
     box = slice(max(int(ny) - b, 0), min(int(ny) + b + 1, S)), slice(max(int(nx) - b, 0), min(int(nx) + b + 1, S))
     q_nuc = np.full((S, S), np.inf, np.float32)
-    q_nuc[box] = star_q(yy[box], xx[box], ny, nx, r_n, _harmonics(rng, irr), elong=rng.uniform(1.0, 1.25), angle=rng.uniform(0, np.pi))
+    q_nuc[box] = star_q(yy[box], xx[box], ny, nx, r_n, _harmonics(rng, irr), elong=rng.uniform(1.0, 1.25),
+                        angle=rng.uniform(0, np.pi))
     cell = q_cell <= 1
     nucleus = (q_nuc <= 1) & cell
     if not nucleus.any(): nucleus[int(ny), int(nx)] = cell[int(ny), int(nx)] = True
@@ -238,46 +183,6 @@ def cytology_cell(rng: np.random.Generator, cls=None, size: int = 64, stain: dic
                 bethesda=_CYTO_BETHESDA[name], features=feats)
 
 # %% ../nbs/01_phantoms.ipynb #a4b14d38
-@lru_cache(maxsize=16)
-def _fan(size: int, half_angle_deg: float = 60.0, apex_frac: float = 0.12):
-    """Sector geometry: polar sample positions (n_r x n_t) in image coordinates, and a bilinear scan-conversion table
-    mapping each Cartesian pixel inside the fan to 4 polar samples."""
-    S = size; n_r, n_t = S, S
-    ay, ax = -apex_frac * S, S / 2
-    half = np.deg2rad(half_angle_deg)
-    r0, r1 = apex_frac * S + 1, S * (1 + apex_frac) - 1
-    rs, ts = np.linspace(r0, r1, n_r), np.linspace(-half, half, n_t)
-    py = (ay + rs[:, None] * np.cos(ts)[None]).astype(np.float32)
-    px = (ax + rs[:, None] * np.sin(ts)[None]).astype(np.float32)
-    yy, xx = _grid(S)
-    r, t = np.hypot(yy - ay, xx - ax), np.arctan2(xx - ax, yy - ay)
-    fi, fj = (r - r0) / (r1 - r0) * (n_r - 1), (t + half) / (2 * half) * (n_t - 1)
-    inside = (fi >= 0) & (fi <= n_r - 1) & (fj >= 0) & (fj <= n_t - 1)
-    fi, fj = fi[inside], fj[inside]
-    i0, j0 = np.minimum(fi.astype(int), n_r - 2), np.minimum(fj.astype(int), n_t - 2)
-    di, dj = fi - i0, fj - j0
-    idx = np.stack([i0 * n_t + j0, i0 * n_t + j0 + 1, (i0 + 1) * n_t + j0, (i0 + 1) * n_t + j0 + 1])
-    w = np.stack([(1 - di) * (1 - dj), (1 - di) * dj, di * (1 - dj), di * dj]).astype(np.float32)
-    rows = np.broadcast_to(np.flatnonzero(inside), idx.shape)
-    M = sparse.csr_matrix((w.ravel(), (rows.ravel(), idx.ravel())), shape=(S * S, n_r * n_t))  # scan conversion as a matrix
-    depth = ((rs - r0) / (r1 - r0)).astype(np.float32)           # 0 at the probe, 1 at the far end
-    iy, ix = np.floor(py).astype(int), np.floor(px).astype(int)   # Cartesian pixel under each polar sample
-    valid = (iy >= 0) & (iy < S) & (ix >= 0) & (ix < S)
-    nn = np.where(valid, iy * S + ix, S * S)                      # S*S points at an appended 0 (outside the image)
-    return dict(py=py, px=px, inside=inside, M=M, depth=depth, shape=(n_r, n_t), nn=nn)
-
-def to_polar(cart: np.ndarray, size: int) -> np.ndarray:
-    "Sample a Cartesian (…, S, S) map at the polar beam positions (nearest pixel; 0 outside the image)."
-    flat = cart.reshape(*cart.shape[:-2], -1)
-    flat = np.concatenate([flat, np.zeros((*flat.shape[:-1], 1), flat.dtype)], -1)
-    return flat[..., _fan(size)["nn"]]
-
-def scan_convert(polar: np.ndarray, size: int) -> np.ndarray:
-    "Polar (…, n_r, n_t) beam data → Cartesian (…, S, S) sector image (0 outside the fan), bilinear."
-    M = _fan(size)["M"]                                           # sparse (S*S, n_r*n_t), 4 weights per pixel
-    flat = polar.reshape(-1, M.shape[1]).astype(np.float32)
-    return (M @ flat.T).T.reshape(*polar.shape[:-2], size, size)
-
 @lru_cache(maxsize=8)
 def _psf_norm(psf_sigma: tuple) -> float:
     "Root energy of the discrete Gaussian PSF used by `ndimage.gaussian_filter`."
@@ -286,7 +191,8 @@ def _psf_norm(psf_sigma: tuple) -> float:
     return float(np.sqrt((ndimage.gaussian_filter(imp, psf_sigma) ** 2).sum()))
 
 def rayleigh_speckle(amplitude: np.ndarray, rng: np.random.Generator, psf_sigma=(0.7, 1.2)) -> np.ndarray:
-    """Fully developed speckle: echo = PSF ⊛ (amplitude · circular complex Gaussian scatterers); returns the envelope |echo|.
+    """Fully developed speckle: echo = PSF ⊛ (amplitude · circular complex Gaussian scatterers); returns the
+    envelope |echo|.
     For constant amplitude a the envelope is Rayleigh distributed with E[env²] = a² and mean/std ≈ 1.91."""
     a = np.asarray(amplitude, dtype=np.float32)
     z = rng.normal(size=(2, *a.shape)).astype(np.float32) * (a / np.sqrt(2))
@@ -297,7 +203,7 @@ def rayleigh_speckle(amplitude: np.ndarray, rng: np.random.Generator, psf_sigma=
     return np.hypot(z[0], z[1])
 
 def _attenuate(alpha: np.ndarray, depth: np.ndarray, beta: float = 3.0, tgc: float = 0.8) -> np.ndarray:
-    "Round-trip amplitude factor along each beam (axis -2): exp(-β ∫ (α - tgc) dr); tgc models time-gain compensation."
+    "Round-trip amplitude factor along each beam (axis -2): exp(-β ∫ (α - tgc) dr); tgc: time-gain compensation."
     dr = np.diff(depth, prepend=0)[:, None]
     return np.exp(-beta * np.cumsum((alpha - tgc) * dr, axis=-2))
 
@@ -331,7 +237,8 @@ def _us_scene(rng, c: int, S: int) -> list:
         lr = rng.uniform(0.10, 0.17) * S
         ly, lx = np.clip(oy + d * np.sin(a), 0.3 * S, 0.8 * S), np.clip(ox + d * np.cos(a), 0.25 * S, 0.75 * S)
         if c == 1: shapes.append((3, ly, lx, lr, _harmonics(rng, 0.01), rng.uniform(1.0, 1.3), rng.uniform(0, np.pi)))
-        else: shapes.append((4, ly, lx, lr, _harmonics(rng, rng.uniform(0.08, 0.15)), rng.uniform(1.0, 1.4), rng.uniform(0, np.pi)))
+        else: shapes.append((4, ly, lx, lr, _harmonics(rng, rng.uniform(0.08, 0.15)), rng.uniform(1.0, 1.4),
+                             rng.uniform(0, np.pi)))
     return shapes, n_fol
 
 def _paint(shapes, S: int):
@@ -378,12 +285,13 @@ MRI_CLASSES = ["no_fibroid", "fibroid"]
 MRI_MASK_CLASSES = ["background", "myometrium", "endometrium", "fibroid"]
 FIBROID_TYPES = ["intramural", "submucosal", "subserosal"]
 MRI_FOV_MM = 160.0
-# T2 signal (arbitrary units): air, pelvic muscle/soft tissue, fat, bladder urine, myometrium, junctional zone, endometrium, fibroid
+# T2 signal (arbitrary units): air, pelvic muscle/soft tissue, fat, bladder urine, myometrium, junctional zone,
+# endometrium, fibroid
 _T2 = dict(air=0.0, tissue=0.30, fat=0.80, urine=1.00, myo=0.55, jz=0.28, endo=0.95, fibroid=0.16)
 
 def uterus_mri(rng: np.random.Generator, cls=None, size: int = 128, n_fibroids: int | None = None) -> dict:
-    """Sagittal T2-weighted-like pelvic MRI slice. Returns dict(image (S,S) uint8, mask (S,S) uint8 with MRI_MASK_CLASSES
-    indices, label (0 no fibroid, 1 fibroid), name, features (n_fibroids, fibroid_types, ...))."""
+    """Sagittal T2-weighted-like pelvic MRI slice. Returns dict(image (S,S) uint8, mask (S,S) uint8 with
+    MRI_MASK_CLASSES indices, label (0 no fibroid, 1 fibroid), name, features (n_fibroids, fibroid_types, ...))."""
     S = _check_size(size)
     c = _pick_class(rng, cls, MRI_CLASSES, "uterus MRI") if n_fibroids is None else int(n_fibroids > 0)
     k = (int(rng.integers(1, 4)) if c else 0) if n_fibroids is None else int(n_fibroids)
@@ -394,7 +302,8 @@ def uterus_mri(rng: np.random.Generator, cls=None, size: int = 128, n_fibroids: 
     q_body = star_q(yy, xx, S * 0.52, S * 0.5, S * 0.42, _harmonics(rng, 0.02), 1.35, rng.uniform(-0.1, 0.1))
     sig[q_body <= 1] = _T2["fat"]
     sig[q_body <= 0.86] = _T2["tissue"]
-    box, q_bl = star_box(S, S * rng.uniform(0.62, 0.7), S * rng.uniform(0.3, 0.36), S * rng.uniform(0.08, 0.13), _harmonics(rng, 0.04), 1.5, 0.0)
+    box, q_bl = star_box(S, S * rng.uniform(0.62, 0.7), S * rng.uniform(0.3, 0.36), S * rng.uniform(0.08, 0.13),
+                         _harmonics(rng, 0.04), 1.5, 0.0)
     sig[box][q_bl <= 1] = _T2["urine"]
     # uterus in its own frame: u along the axis (cervix → fundus), v across; anteverted = tilted towards the bladder
     cy, cx = S * rng.uniform(0.45, 0.52), S * rng.uniform(0.48, 0.56)
@@ -446,7 +355,8 @@ def cine_loop(rng: np.random.Generator, cls=None, size: int = 64, frames: int = 
     rate; 'still': frozen at a random phase of the same cycle, so any single frame has the same statistics.
     Returns dict(frames (T,S,S) uint8, masks (T,S,S) uint8 (0 bg, 1 wall, 2 chamber), label, name, features)."""
     S = _check_size(size)
-    if not isinstance(frames, (int, np.integer)) or frames < 2: raise UsageError(f"frames must be an int >= 2, got {frames!r}")
+    if not isinstance(frames, (int, np.integer)) or frames < 2:
+        raise UsageError(f"frames must be an int >= 2, got {frames!r}")
     c = _pick_class(rng, cls, CINE_CLASSES, "cine")
     f = _fan(S)
     hy, hx = rng.uniform(0.45, 0.6) * S, rng.uniform(0.4, 0.6) * S
@@ -457,7 +367,7 @@ def cine_loop(rng: np.random.Generator, cls=None, size: int = 64, frames: int = 
     t = np.arange(frames) / fps
     phase = phase0 + 2 * np.pi * bpm / 60 * t if c == 1 else np.full(frames, phase0)
     r_in = r_i0 * (1 + amp * np.sin(phase))
-    r_out = np.sqrt(r_in ** 2 + wall_area / np.pi)            # wall area conserved: it thickens when the chamber shrinks
+    r_out = np.sqrt(r_in ** 2 + wall_area / np.pi)            # wall area conserved: thickens as the chamber shrinks
     def lab(y, x):
         rho = np.hypot(y - hy, x - hx)[None]
         return ((rho <= r_out[:, None, None]).astype(np.uint8) + (rho <= r_in[:, None, None])).astype(np.uint8)
@@ -477,7 +387,8 @@ def cine_loop(rng: np.random.Generator, cls=None, size: int = 64, frames: int = 
     masks[:, ~f["inside"]] = 0
     feats = dict(heart_rate_bpm=float(bpm) if c == 1 else 0.0, amplitude=float(amp) if c == 1 else 0.0, fps=float(fps),
                  pixel_size_mm=US_FOV_MM / S)
-    return dict(frames=(np.clip(img, 0, 1) * 255).astype(np.uint8), masks=masks, label=c, name=CINE_CLASSES[c], features=feats)
+    return dict(frames=(np.clip(img, 0, 1) * 255).astype(np.uint8), masks=masks, label=c, name=CINE_CLASSES[c],
+                features=feats)
 
 # %% ../nbs/01_phantoms.ipynb #0e7658f4
 _SPLITS = ("train", "train", "train", "validation", "test")   # group g goes to _SPLITS[g % 5]: 60/20/20, grouped
@@ -491,9 +402,12 @@ def _png(a: np.ndarray) -> dict:
     return {"bytes": buf.getvalue(), "path": None}
 
 def _check_n(kind, n):
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool): raise UsageError(f"n must be an int, got {type(n).__name__}")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+        raise UsageError(f"n must be an int, got {type(n).__name__}")
     need = 5 * _PER_GROUP[kind]
-    if n < need: raise UsageError(f"n={n} is too small for phantom {kind!r}: need n >= {need} so that train, validation and test each get a {_GROUP_PREFIX[kind]}")
+    if n < need:
+        raise UsageError(f"n={n} is too small for phantom {kind!r}: need n >= {need} so that train, validation and "
+                         f"test each get a {_GROUP_PREFIX[kind]}")
     return int(n)
 
 def _build(kind: str, n: int, seed: int, make: Callable, features: dict):
@@ -528,12 +442,14 @@ def phantom_cytology(n: int = 300, image_size: int = 64, seed: int = 0, nuisance
     true features. Cells of one slide share a stain; splits are by slide."""
     import datasets
     S = _check_size(image_size, "image_size")
-    extra = dict(nucleus_area_um2="float32", cell_area_um2="float32", nc_ratio="float32", nucleus_irregularity="float32",
-                 chromatin_coarseness="float32", nucleus_od="float32", perinuclear_halo="bool", pixel_size_um="float32")
+    extra = dict(nucleus_area_um2="float32", cell_area_um2="float32", nc_ratio="float32",
+                 nucleus_irregularity="float32", chromatin_coarseness="float32", nucleus_od="float32",
+                 perinuclear_halo="bool", pixel_size_um="float32")
     feats = _img_features(extra, CYTOLOGY_CLASSES); feats["bethesda"] = datasets.ClassLabel(names=BETHESDA)
     def make(rng, ctx):
         d = cytology_cell(rng, None, S, stain=slide_stain(ctx), nuisance=nuisance)
-        return dict(image=_png(d["image"]), mask=_png(d["mask"]), label=d["label"], bethesda=d["bethesda"], **d["features"])
+        return dict(image=_png(d["image"]), mask=_png(d["mask"]), label=d["label"], bethesda=d["bethesda"],
+                    **d["features"])
     return _build("cytology", n, seed, make, feats)
 
 def phantom_pelvic_us(n: int = 300, image_size: int = 128, seed: int = 0):
@@ -552,7 +468,8 @@ def phantom_uterus_mri(n: int = 300, image_size: int = 128, seed: int = 0):
     label (MRI_CLASSES), group, index, n_fibroids, fibroid_types, fibroid_area_mm2, endometrial_thickness_mm, ..."""
     S = _check_size(image_size, "image_size")
     feats = _img_features(dict(n_fibroids="int32", fibroid_types="string", fibroid_area_mm2="float32",
-                               endometrial_thickness_mm="float32", noise_sd="float32", pixel_size_mm="float32"), MRI_CLASSES)
+                               endometrial_thickness_mm="float32", noise_sd="float32", pixel_size_mm="float32"),
+                          MRI_CLASSES)
     def make(rng, ctx):
         d = uterus_mri(rng, None, S)
         return dict(image=_png(d["image"]), mask=_png(d["mask"]), label=d["label"], **d["features"])
@@ -571,10 +488,11 @@ def phantom_cine(n: int = 300, image_size: int = 64, seed: int = 0, frames: int 
         return dict(frames=d["frames"], label=d["label"], **d["features"])
     return _build("cine", n, seed, make, feats)
 
-PHANTOM_LOADERS = {"cytology": phantom_cytology, "pelvic-us": phantom_pelvic_us, "uterus-mri": phantom_uterus_mri, "cine": phantom_cine}
+PHANTOM_LOADERS = {"cytology": phantom_cytology, "pelvic-us": phantom_pelvic_us, "uterus-mri": phantom_uterus_mri,
+                   "cine": phantom_cine}
 
 def phantom_dataset(kind: str, **kwargs):
-    "The DatasetDict of phantom `kind` (one of PHANTOM_KINDS); keyword arguments go to its loader (n, image_size, seed, ...)."
+    "The DatasetDict of phantom `kind` (one of PHANTOM_KINDS); keyword arguments go to its loader (n, image_size, ...)."
     if kind.removeprefix("phantom-") not in PHANTOM_LOADERS:
         raise UsageError(f"unknown phantom kind {kind!r}; known kinds: {', '.join(PHANTOM_KINDS)}")
     return PHANTOM_LOADERS[kind.removeprefix("phantom-")](**kwargs)

@@ -4,24 +4,24 @@
 
 # %% ../nbs/51_explorer.ipynb #067d1996
 from __future__ import annotations
-import base64
 import html
-import io
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 
-from .core import UsageError, atomic_path, check_choice, get_device
+from .core import UsageError, check_choice, get_device
 from .interpret import FAST_METHODS, METHODS, SIGNED_METHODS, attribute, blend, is_segmenter, overlay_rgba
+from .pictures import Picture, attribution_figure, draw_panels, png_uri
+
+_all_ = ["Picture"]          # drawn by gynlab.pictures; still importable from here
 
 # %% auto #0
-__all__ = ['PREVIEW', 'View', 'Picture', 'Explorer']
+__all__ = ['PREVIEW', 'View', 'Explorer', 'Picture']
 
 # %% ../nbs/51_explorer.ipynb #879a775e
 def _torch_view(dataset, image_size, channels, target, mean, std):
@@ -141,15 +141,6 @@ class _LRU(OrderedDict):
         self[k] = v; self.move_to_end(k)
         while len(self) > self.size: self.popitem(last=False)
 
-def _png(rgb_or_rgba: np.ndarray, level: int = 0) -> bytes:
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(rgb_or_rgba).save(buf, format="png", compress_level=level)   # level 0: speed over size
-    return buf.getvalue()
-
-def _png_uri(rgb_or_rgba: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(_png(rgb_or_rgba)).decode()
-
 class _Stale(Exception): "A background computation for a selection that is no longer on screen."
 
 # %% ../nbs/51_explorer.ipynb #a7d4c2e8
@@ -181,7 +172,7 @@ class _Compute:
             finally:
                 for h in stop: h.remove()
             ms = 1000 * (time.perf_counter() - t0)
-        if not preview: self.cache.put(key, (a, _png_uri(overlay_rgba(a, method in SIGNED_METHODS))))
+        if not preview: self.cache.put(key, (a, png_uri(overlay_rgba(a, method in SIGNED_METHODS))))
         return a, False, ms
 
     def _stop_if_stale(self, gen):
@@ -220,41 +211,6 @@ def _request(self: _Compute, case, method, target, wait=False) -> View:
 
 _Compute._request = _request
 
-# %% ../nbs/51_explorer.ipynb #3cb2ee9f
-def _wrap(name: str, width: int = 16) -> str:
-    "A class name on lines of about `width` characters (axis labels are never cut)."
-    words, lines = name.replace("_", " ").split(), [""]
-    for w in words:
-        if lines[-1] and len(lines[-1]) + len(w) >= width: lines.append("")
-        lines[-1] = f"{lines[-1]} {w}".strip()
-    return "<br>".join(lines)
-
-def _figure(class_names, opacity, width=880):
-    """The plotly figure: image (x), image + overlay (x2) with its colour scale, probability bars (x3). A fixed
-    `width` (the widget's FigureWidget does not follow its container): 880 px fits JupyterLab's output area."""
-    import plotly.graph_objects as go
-    blank = _png_uri(np.zeros((8, 8, 3), np.uint8))
-    fig = go.Figure([go.Image(source=blank, hoverinfo="skip"),
-                     go.Image(source=blank, xaxis="x2", yaxis="y2", hoverinfo="skip"),
-                     go.Image(source=blank, xaxis="x2", yaxis="y2", hoverinfo="skip", opacity=opacity),
-                     go.Bar(x=[0] * len(class_names), y=[_wrap(c) for c in class_names], orientation="h", xaxis="x3",
-                            yaxis="y3", marker=dict(color="#888", showscale=False),
-                            hovertemplate="%{y}: %{x:.3f}<extra></extra>"),
-                     go.Scatter(x=[None], y=[None], xaxis="x2", yaxis="y2", mode="markers", hoverinfo="skip",
-                                marker=dict(color=[0], cmin=0, cmax=1, colorscale="Hot", showscale=True,
-                                            colorbar=dict(x=0.6, xanchor="left", len=0.9, thickness=10,
-                                                          tickfont_size=10)))])
-    hidden = dict(visible=False)
-    fig.update_layout(xaxis=dict(domain=[0, 0.29], **hidden), yaxis=hidden, xaxis2=dict(domain=[0.3, 0.59], **hidden),
-                      yaxis2=dict(anchor="x2", **hidden),
-                      xaxis3=dict(domain=[0.79, 1], range=[0, 1], anchor="y3", gridcolor="#ddd"),
-                      yaxis3=dict(anchor="x3", autorange="reversed", tickfont_size=10),
-                      height=300, width=width, showlegend=False, margin=dict(l=4, r=8, t=28, b=24),
-                      plot_bgcolor="white")
-    for x, text in ((0.145, "image"), (0.445, "attribution"), (0.895, "probability")):
-        fig.add_annotation(x=x, y=1.0, xref="paper", yref="paper", yanchor="bottom", text=text, showarrow=False)
-    return fig
-
 # %% ../nbs/51_explorer.ipynb #7d1e4a90
 class _UI:
     "The ipywidgets controls, the plotly figure and the picture of an explorer."
@@ -275,7 +231,7 @@ class _UI:
         self.view_w = W.ToggleButtons(options=views, value=views[0], layout=lay("0 1 auto"),
                                       style={"button_width": "auto"})
         self.status_w = W.HTML(layout=W.Layout(min_height="1.6em"))
-        try: self.fig = go.FigureWidget(_figure(self.class_names, self.opacity_w.value))
+        try: self.fig = go.FigureWidget(attribution_figure(self.class_names, self.opacity_w.value))
         except ImportError as e:
             raise ImportError(f"the explorer needs anywidget for plotly's FigureWidget: pip install anywidget ({e})") \
                 from None
@@ -360,10 +316,10 @@ def _describe(self: _UI, v: View, k: int) -> tuple[str, str]:
 def _render(self: _UI, v: View) -> View:
     k = v.pred if v.target is None else v.target
     img = self._img_uri.get(v.case)
-    if img is None: img = _png_uri(self._display_rgb(v.case)); self._img_uri.put(v.case, img)
+    if img is None: img = png_uri(self._display_rgb(v.case)); self._img_uri.put(v.case, img)
     signed = v.method in SIGNED_METHODS
     hit = self.cache.get((v.case, v.method, v.target)) if v.final else None
-    uri = hit[1] if hit is not None else _png_uri(overlay_rgba(v.overlay, signed))
+    uri = hit[1] if hit is not None else png_uri(overlay_rgba(v.overlay, signed))
     with self.fig.batch_update():                      # send only what changed
         if self._shown.get("case") != v.case:
             self.fig.data[0].source = img; self.fig.data[1].source = img; self.fig.data[3].x = v.probs.tolist()
@@ -385,73 +341,6 @@ def _render(self: _UI, v: View) -> View:
 _UI._on_change, _UI._on_opacity, _UI._sync_controls, _UI._status = _on_change, _on_opacity, _sync_controls, _status
 _UI._fail, _UI._render, _UI._describe = _fail, _render, _describe
 _UI._preview_text = lambda self, m: ", ".join(f"{v} {k.split('_')[-1]}" for k, v in PREVIEW[m].items())
-
-# %% ../nbs/51_explorer.ipynb #c4a8e2d5
-@dataclass
-class Picture:
-    "A static picture of explorer views (PNG in Jupyter and on the site): the PIL `image`, the `views` drawn."
-    image: object
-    views: list
-    message: str = ""
-    def png(self) -> bytes:
-        buf = io.BytesIO(); self.image.save(buf, format="png"); return buf.getvalue()
-    def _repr_png_(self): return self.png()
-    def save(self, path):
-        "Write the picture as a PNG file (atomically)."
-        with atomic_path(path, what="picture") as tmp: self.image.save(tmp, format="PNG")
-        return path
-
-# %% ../nbs/51_explorer.ipynb #e9b3f6a1
-@lru_cache(maxsize=8)
-def _font(size: int):
-    from PIL import ImageFont
-    return ImageFont.load_default(size=size)
-
-def _text(draw, xy, text, size=12, fill=(40, 40, 40), width=None):
-    "Draw `text` at xy, wrapped to `width` pixels; returns the height used."
-    font, lines, line = _font(size), [], ""
-    for w in str(text).split(" "):
-        if line and width and draw.textlength(f"{line} {w}", font=font) > width: lines.append(line); line = w
-        else: line = f"{line} {w}".strip()
-    for j, s in enumerate(lines + [line]): draw.text((xy[0], xy[1] + j * (size + 2)), s, font=font, fill=fill)
-    return (len(lines) + 1) * (size + 2)
-
-# %% ../nbs/51_explorer.ipynb #e9b3f6a2
-def _scale_strip(signed: bool, w: int, h: int = 8) -> np.ndarray:
-    "The colour scale as an overlay over white looks: (h, w, 3) uint8."
-    ramp = np.tile(np.linspace(-1 if signed else 0, 1, w, dtype=np.float32), (h, 1))
-    return blend(np.full((h, w, 3), 255, np.uint8), overlay_rgba(ramp, signed, q=100), 1.0)
-
-def _bars(d, x0, y0, w, h, title, names, series, truth):
-    "Probability bars: per class its name and values, then one bar per series (highlighted class dark; truth outlined)."
-    _text(d, (x0, 2), title, 11, width=w)
-    row = min(36, h / len(names)); bh = int(min(12, max(2, (row - 14) / len(series))))
-    dark, light = [(192, 57, 43), (31, 95, 160)], [(175, 175, 175), (160, 190, 220)]
-    for j, name in enumerate(names):
-        y = int(y0 + j * row)
-        _text(d, (x0, y), f"{name[:30]} " + " · ".join(f"{p[j]:.2f}" for p, _ in series), 10, fill=(0, 0, 0))
-        for s, (probs, k) in enumerate(series):
-            by = y + 13 + s * bh
-            d.rectangle([x0, by, x0 + max(1, int(probs[j] * w)), by + bh - 2], fill=(dark if j == k else light)[s % 2],
-                        outline=(0, 0, 0) if j == truth else None)
-
-def _picture(panels, chart=None, width: int = 880):
-    """One row of panels (title, rgb (H,W,3) uint8, scale: None | 'abs' | 'signed') and, with `chart` = (title,
-    class names, [(probs, highlighted class)], truth), the probabilities as bars; at most `width` pixels wide."""
-    from PIL import Image, ImageDraw
-    bw = 230 if chart else 0
-    tile = int(min(224, (width - bw) / len(panels) - 8))
-    im = Image.new("RGB", (len(panels) * (tile + 8) + bw, tile + 64), "white"); d = ImageDraw.Draw(im)
-    for j, (title, rgb, scale) in enumerate(panels):
-        x = j * (tile + 8)
-        _text(d, (x, 2), title, 11, width=tile)
-        im.paste(Image.fromarray(rgb).resize((tile, tile), Image.NEAREST), (x, 32))
-        if scale:
-            im.paste(Image.fromarray(_scale_strip(scale == "signed", tile)), (x, tile + 36))
-            lo, hi = ("-", "+") if scale == "signed" else ("0", "max")
-            _text(d, (x, tile + 46), lo, 10); _text(d, (x + tile - 7 * len(hi) - 2, tile + 46), hi, 10)
-    if chart: _bars(d, len(panels) * (tile + 8) + 4, 32, bw - 8, tile + 28, *chart)
-    return im
 
 # %% ../nbs/51_explorer.ipynb #f2d7a3c8
 def _select(self: _UI, case, method, target):
@@ -578,7 +467,7 @@ def _compare_methods(self: Explorer, case=None, target="current", methods=None) 
     methods = [m for m in (methods or self.methods) if m in FAST_METHODS or methods]
     views = [self._view(case, m, target) for m in methods]
     panels = [(self._case_title(views[0]), self._display_rgb(case), None)] + [self._panel(v) for v in views]
-    return Picture(_picture(panels), views, f"case {case}: {', '.join(methods)} side by side")
+    return Picture(draw_panels(panels), views, f"case {case}: {', '.join(methods)} side by side")
 
 def _compare_runs(self: Explorer, other, case=None, method=None, target="current") -> Picture:
     """Two runs, the same case (this explorer's images): image, each run's overlay for `method` and class `target`
@@ -593,13 +482,13 @@ def _compare_runs(self: Explorer, other, case=None, method=None, target="current
               other._panel(theirs, f"{b}: {method}")]
     same = other.class_names == self.class_names
     chart = self._chart(mine, f"probabilities: {a} (red)" + (f", {b} (blue)" if same else ""), theirs if same else None)
-    return Picture(_picture(panels, chart), [mine, theirs], f"case {case}: {method} on {a} and {b}")
+    return Picture(draw_panels(panels, chart), [mine, theirs], f"case {case}: {method} on {a} and {b}")
 
 def _snapshot(self: Explorer) -> Picture:
     "A static picture of what the widget shows now (the current selection, computed in full)."
     v = self.last_view
     if not v.ok: v = self._view(*self._select(None, None, "current"))
     panels = [(self._case_title(v), self._display_rgb(v.case), None), self._panel(v)]
-    return Picture(_picture(panels, self._chart(v)), [v], v.message)
+    return Picture(draw_panels(panels, self._chart(v)), [v], v.message)
 
 Explorer.compare_methods, Explorer.compare_runs, Explorer.snapshot = _compare_methods, _compare_runs, _snapshot
