@@ -9,9 +9,9 @@
 
 Each pair is trained on the same split, image size, epochs, optimiser (AdamW), learning rate, batch size and
 seed (lesson 40's `gynlab.exercises.attention.compare_classifiers` / `compare_segmenters`); prints markdown tables
-and writes JSON with `--out`. MMOTU: the redistributor's train/validation split (146 validation images; no patient ids,
-so near-duplicate frames may straddle the split: optimistic scores). One seed is one sample: differences of a
-few points are within run-to-run noise. Not for clinical use.
+and writes JSON with `--out`. MMOTU: the default split, near-duplicate frames kept together (136 validation images;
+no patient ids, so other frames of one woman may still straddle the split: optimistic scores). One seed is one
+sample: differences of a few points are within run-to-run noise. Not for clinical use.
 """
 import argparse
 import json

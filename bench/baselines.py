@@ -94,7 +94,8 @@ def _corrected_hc_mae(run: Path, offset: float) -> float:
     from gynlab.runs import load_run
     from gynlab.segment import evaluate_segmenter, segmentation_data
     net, cfg = load_run(run, task="segment")
-    _, valid, info = segmentation_data(cfg["dataset"], image_size=cfg["image_size"], seed=cfg["seed"], subset=cfg.get("subset"))
+    _, valid, info = segmentation_data(cfg["dataset"], image_size=cfg["image_size"], seed=cfg["seed"],
+                                       subset=cfg.get("subset"))
     _, rows = evaluate_segmenter(net, valid, info, mean=cfg["mean"], std=cfg["std"])
     err = np.array([r["hc_pred_mm"] - offset - r["hc_true_mm"] for r in rows])
     return float(np.nanmean(np.abs(err)))
@@ -115,8 +116,9 @@ def main(argv=None) -> int:
             run, cpu_min = train(name, seed, a.quick, a.reuse)
             s = score(name, run)
             hist = json.loads((run / "metrics.json").read_text()).get("history", [])
-            rows.append({"recipe": name, "seed": seed, "cpu_min": cpu_min, "budget_cpu_min": RECIPES[name]["budget_cpu_min"],
-                         "scores": s, "targets": TARGETS.get(name, {}), "published": PUBLISHED.get(name, ""),
+            rows.append({"recipe": name, "seed": seed, "cpu_min": cpu_min,
+                         "budget_cpu_min": RECIPES[name]["budget_cpu_min"], "scores": s,
+                         "targets": TARGETS.get(name, {}), "published": PUBLISHED.get(name, ""),
                          "command": f"gynlab train --recipe {name} --seed {seed} --out {run.relative_to(ROOT)}",
                          "history": hist, "quick": a.quick})
             shown = ", ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float))

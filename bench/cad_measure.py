@@ -7,7 +7,8 @@ MMOTU: EfficientNet-Lite0 fine-tuned (lesson 20 recipe), then `CADPipeline.calib
 folds;
 Wilson intervals for sensitivity/specificity, stratified bootstrap for AUC). HC18: U-Net, validation images segmented
 at their own resolution, HC from the ellipse fit vs the challenge's reference, and gestational age (Hadlock 1984) in
-days; the same fit applied to the reference masks gives the floor of the measurement itself.
+days; the same fit applied to the reference masks gives the floor of the measurement itself, and the plausibility
+measures of every reference mask (train and validation) are the evidence for `biometry.SKULL_LIMITS`.
 Runs are written under runs/bench-cad-* (git-ignored, replaced by each call); --reuse measures an earlier call's runs
 again. CPU: about 10 minutes on 2 idle cores.
 """
@@ -41,7 +42,25 @@ def mmotu(a):
     pipe.calibrate(grouping_name="malignant", sensitivity=0.9); pipe.save()
 
 
+def reference_shapes():
+    "The plausibility measures of all HC18 reference masks: what the limits of `check_skull_mask` must let through."
+    from gynlab.core import DataError
+    from gynlab.segment import segmentation_data
+    train, valid, _ = segmentation_data("hc18", image_size=None)
+    shapes, refused = [], 0
+    for split in (train, valid):
+        for r in split:
+            try: shapes.append(biometry.check_skull_mask(np.asarray(r["mask"]) > 0, r["image"].size)[1])
+            except DataError: refused += 1
+    v = {k: np.array([s[k] for s in shapes]) for k in ("cover", "main", "fill", "axis_ratio")}
+    print(f"HC18 reference masks: {len(shapes) + refused} ({refused} refused by the plausibility checks); "
+          f"frame covered {v['cover'].min():.0%}–{v['cover'].max():.0%}; largest piece ≥ {v['main'].min():.0%} of the "
+          f"mask; IoU with the fitted ellipse ≥ {v['fill'].min():.3f}; short/long axis "
+          f"{v['axis_ratio'].min():.2f}–{v['axis_ratio'].max():.2f}")
+
+
 def hc18(a):
+    reference_shapes()
     from gynlab.core import DataError, read_json
     from gynlab.metrics import head_circumference
     from gynlab.runs import load_run

@@ -34,7 +34,8 @@ def _images(out):
 
 
 def main(scale: float = 1.0):
-    print(f"{'kind':<11} {'size':>4} {'n':>5} {'generate/s':>11} {'gen time':>9} {'PNG read':>9} {'gen vs read':>12} {f'DatasetDict(n={N_DATASET})':>19}")
+    print(f"{'kind':<11} {'size':>4} {'n':>5} {'generate/s':>11} {'gen time':>9} {'PNG read':>9} {'gen vs read':>12} "
+          f"{f'DatasetDict(n={N_DATASET})':>19}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind, (fn, size, n, _, loader) in KINDS.items():
@@ -58,7 +59,8 @@ def main(scale: float = 1.0):
             assert sum(len(d) for d in dd.values()) == nd
             ratio = t_read / t_gen
             word = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
-            print(f"{kind:<11} {size:>4} {n:>5} {n / t_gen:>11.0f} {t_gen:>8.2f}s {t_read:>8.2f}s {word:>12} {t_ds:>17.2f}s")
+            print(f"{kind:<11} {size:>4} {n:>5} {n / t_gen:>11.0f} {t_gen:>8.2f}s {t_read:>8.2f}s {word:>12} "
+                  f"{t_ds:>17.2f}s")
             rows.append((kind, n / t_gen, ratio, t_ds))
     print("\n'gen vs read': generating a phantom (image + mask, or 12 cine frames) compared with reading the same")
     print("arrays from PNG files on local disk (warm page cache) with PIL, measured in this run.")

@@ -5,11 +5,13 @@
 2. MMOTU (when ../shared/data or $GYNLAB_DATA has it): a small CNN trained on the original training images (64 px),
    tested on the validation images as they are and with caliper/text marks hidden (`gynlab.audit.hide_marks`);
    and a second CNN trained on hidden training images, tested the same way. Also caliper prevalence per class.
+   The split is the loader's leak-free default (near-duplicate clusters kept together); `--split csv` gives the
+   redistributor's split, where near-identical frames sit on both sides.
 
 Prints absolute accuracies and the differences (original - hidden). The reference is the same model on the
 same images in the same run, so the difference is what the marks are worth to the model.
 
-    python bench/shortcut_measure.py [--epochs 15] [--image-size 64] [--seeds 0] [--no-mmotu] [--device cuda]
+    python bench/shortcut_measure.py [--epochs 15] [--image-size 64] [--seeds 0] [--split grouped|csv] [--no-mmotu]
     python bench/shortcut_measure.py --model efficientnet_lite0 --epochs 4 --image-size 96 --lr 1e-3   # pretrained
 """
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main(argv=None) -> int:
                     help="gynlab.models.pretrained name: smallcnn or efficientnet_lite0 (ImageNet)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--no-control", action="store_true", help="skip the model trained on hidden images")
+    ap.add_argument("--split", default="grouped", choices=["grouped", "csv"],
+                    help="MMOTU split: near-duplicate clusters kept together (grouped) or the redistributor's (csv)")
     a = ap.parse_args(argv)
     from gynlab.audit import audit, mark_association, shortcut_gap
     from gynlab.exercises.responsible import phantom_shortcut   # the lesson's phantom experiment
@@ -50,7 +54,8 @@ def main(argv=None) -> int:
     except DatasetNotFound:
         print("== MMOTU: data not found (../shared/data or $GYNLAB_DATA): skipped"); return 0
     t1 = time.time()
-    dd = load("mmotu")
+    dd = load("mmotu", split=a.split)
+    print(f"== MMOTU split {a.split!r}: " + ", ".join(f"{k} {v.num_rows}" for k, v in dd.items()))
     au = audit(dd)
     tab = au.table.assign(label=au.table.label_name)
     assoc = mark_association(tab)

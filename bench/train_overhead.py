@@ -57,14 +57,16 @@ def main():
     a = ap.parse_args()
     dev = get_device(a.device)
     g = torch.Generator().manual_seed(0)
-    ds = TensorDataset(torch.randn(a.n, 3, a.image_size, a.image_size, generator=g), torch.randint(0, 5, (a.n,), generator=g))
+    ds = TensorDataset(torch.randn(a.n, 3, a.image_size, a.image_size, generator=g),
+                       torch.randint(0, 5, (a.n,), generator=g))
     runs = {"plain": plain_loop, "fit": with_fit}
     for fn in runs.values(): fn(make_model(a.width), ds, 1, a.batch_size, 1e-3, dev)  # warm-up (imports, allocator)
     times = {k: [] for k in runs}
     for _ in range(a.repeats):          # interleaved, so that machine load hits both alike
         for k, fn in runs.items():
             m = make_model(a.width)
-            t = time.perf_counter(); fn(m, ds, a.epochs, a.batch_size, 1e-3, dev); times[k].append(time.perf_counter() - t)
+            t = time.perf_counter(); fn(m, ds, a.epochs, a.batch_size, 1e-3, dev)
+            times[k].append(time.perf_counter() - t)
     ips = {k: a.n * a.epochs / statistics.median(v) for k, v in times.items()}
     print(f"device {dev}, {a.n} images {a.image_size}px x {a.epochs} epochs, batch {a.batch_size}, "
           f"median of {a.repeats} repeats, torch threads {torch.get_num_threads()}")

@@ -11,27 +11,12 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from .core import UsageError, open_image
+from .data import fit_image
 
 # %% auto #0
-__all__ = ['CALIPER_YELLOW', 'dhash', 'hamming', 'caliper_mask', 'mark_measures', 'has_calipers', 'draw_caliper', 'plant_marks', 'hide_marks', 'mark_association', 'plant_shortcut', 'hidden_gap', 'Audit', 'audit', 'shortcut_gap', 'subgroup_report', 'model_card_data', 'model_card']
-
-# %% ../nbs/80_responsible.ipynb #df8bb8d8
-def dhash(img, hash_size: int = 16) -> np.ndarray:
-    """Difference hash of `img` (path, PIL image or array): `hash_size**2` bits (bool array), 1 where a pixel is
-    brighter than its right neighbour."""
-    if hash_size < 2: raise UsageError(f"hash_size must be >= 2, got {hash_size}")
-    g = np.asarray(open_image(img).convert("L").resize((hash_size + 1, hash_size), Image.LANCZOS), dtype=np.int16)
-    return (g[:, 1:] > g[:, :-1]).ravel()
-
-def hamming(a, b=None) -> np.ndarray:
-    "Pairwise Hamming distances between the rows of bit arrays `a` (N,bits) and `b` (M,bits; default `a`)."
-    a = np.atleast_2d(np.asarray(a, bool)).astype(np.int32)
-    b = a if b is None else np.atleast_2d(np.asarray(b, bool)).astype(np.int32)
-    if a.shape[1] != b.shape[1]: raise UsageError(f"hashes of different lengths: {a.shape[1]} and {b.shape[1]} bits")
-    return a @ (1 - b).T + (1 - a) @ b.T
+__all__ = ['CALIPER_YELLOW', 'caliper_mask', 'mark_measures', 'has_calipers', 'draw_caliper', 'plant_marks', 'hide_marks', 'mark_association', 'plant_shortcut', 'hidden_gap', 'Audit', 'audit', 'pair_figure', 'image_features', 'shortcut_gap', 'subgroup_report', 'model_card_data', 'model_card']
 
 # %% ../nbs/80_responsible.ipynb #3d075498
 _MEASURES = ("caliper_px", "mark_px", "text_px")
@@ -153,17 +138,10 @@ def plant_shortcut(split, p_pos: float = 0.9, p_neg: float = 0.1, positive=lambd
         X.append(plant_marks(img, rng) if mark else img); y.append(int(pos)); marked.append(mark)
     return np.stack(X), np.array(y), np.array(marked)
 
-def _letterbox(im: Image.Image, size: int) -> Image.Image:
-    "Scale so the longer side is `size` (aspect kept) and pad bottom/right to size x size, as the dataset loaders do."
-    w, h = im.size; s = size / max(w, h)
-    out = Image.new(im.mode, (size, size))
-    out.paste(im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR), (0, 0))
-    return out
-
 def _batch(images, image_size: int, mean=None, std=None) -> torch.Tensor:
     "Images of any size → a normalised (N, 3, S, S) batch, letterboxed to `image_size`."
     from gynlab.transforms import preprocess
-    boxed = (_letterbox(open_image(im).convert("RGB"), image_size) for im in images)
+    boxed = (fit_image(open_image(im).convert("RGB"), image_size) for im in images)   # as the loaders do
     return torch.stack([preprocess(im, image_size, 3, mean, std) for im in boxed])
 
 # %% ../nbs/80_responsible.ipynb #21d57222
@@ -199,6 +177,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import DataError, GynlabError, RunError, read_json
+from .data import dhash, near_duplicate_distance, near_duplicate_pairs
 
 # %% ../nbs/lib/80_responsible_tools.ipynb #d57358a7
 @dataclass
@@ -215,7 +194,8 @@ class Audit:
         "The headline numbers: images, exact and near duplicates within/across splits, label conflicts, leaked groups."
         p = self.pairs
         within, across = p[p.split_a == p.split_b], p[p.split_a != p.split_b]
-        return {"images": len(self.table), "splits": dict(self.table.split.value_counts(sort=False)),
+        splits = {k: int(v) for k, v in self.table.split.value_counts(sort=False).items()}
+        return {"images": len(self.table), "splits": splits,
                 "exact_pairs_within": int(within.exact.sum()), "exact_pairs_across": int(across.exact.sum()),
                 "near_pairs_within": len(within), "near_pairs_across": len(across),
                 "images_in_near_pairs": len(set(p.a) | set(p.b)),
@@ -230,16 +210,6 @@ class Audit:
         return "**Data audit**\n\n" + "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in self.summary().items())
 
 # %% ../nbs/lib/80_responsible_tools.ipynb #03b9e727
-def _near_pairs(H: np.ndarray, max_distance: int, block: int = 2048):
-    "(i, j, distance) for i < j with distance <= max_distance, computed in blocks to bound memory."
-    out = []
-    for s in range(0, len(H), block):
-        d = hamming(H[s:s + block], H)
-        i, j = np.nonzero(d <= max_distance)
-        keep = j > i + s
-        out += [(int(a + s), int(b), int(d[a, b])) for a, b in zip(i[keep], j[keep])]
-    return out
-
 def _record(row: dict, name: str, i: int, image_col: str, label_col: str, hash_size: int):
     "(table row, dHash) of one image; a `DataError` naming the split and row if it cannot be read."
     where = f"split {name!r}, row {i}" + (f" ({row['file']})" if "file" in row else "")
@@ -260,7 +230,7 @@ def audit(splits: Mapping[str, Any], hash_size: int = 16, max_distance: int | No
     from tqdm.auto import tqdm
     if not isinstance(splits, Mapping) or not splits:
         raise UsageError("splits must be a non-empty mapping {split name: rows}")
-    max_distance = round(0.08 * hash_size ** 2) if max_distance is None else int(max_distance)
+    max_distance = near_duplicate_distance(hash_size) if max_distance is None else int(max_distance)
     recs, hashes, names = [], [], {}
     for name, split in splits.items():
         if hasattr(split, "features") and label_col in split.features and hasattr(split.features[label_col], "names"):
@@ -274,11 +244,42 @@ def audit(splits: Mapping[str, Any], hash_size: int = 16, max_distance: int | No
     H = np.stack(hashes) if hashes else np.zeros((0, hash_size ** 2), bool)
     cols = ["a", "b", "split_a", "split_b", "file_a", "file_b", "distance", "exact", "same_label"]
     pairs = pd.DataFrame([(i, j, t.split[i], t.split[j], t.file[i], t.file[j], d, t.digest[i] == t.digest[j],
-                           t.label[i] == t.label[j]) for i, j, d in _near_pairs(H, max_distance)], columns=cols)
+                           t.label[i] == t.label[j]) for i, j, d in near_duplicate_pairs(H, max_distance)],
+                         columns=cols)
     leaks = split_overlap({n: list(t.group[t.split == n]) for n in splits})
     has_labels = label_col and t.label.notna().any()
     counts = pd.crosstab(t.get("label_name", t.label), t.split) if has_labels else pd.DataFrame()
     return Audit(t, pairs.sort_values("distance", kind="stable").reset_index(drop=True), leaks, counts, H, max_distance)
+
+# %% ../nbs/lib/80_responsible_tools.ipynb #at000017b
+def pair_figure(a: Audit, splits: Mapping[str, Any], pairs: pd.DataFrame | None = None, n: int = 4, size: int = 140,
+                title: str = ""):
+    "Plotly figure of the first `n` of `pairs` (default: `a.leaks()`): image a above image b, with file, split, label."
+    from plotly.subplots import make_subplots
+    from gynlab.data import fit_image
+    p = (a.leaks() if pairs is None else pairs).head(n)
+    if not len(p): raise UsageError("no pairs to show")
+    t, name = a.table, (lambda i: str(a.table.get("label_name", a.table.label)[i]).replace("_", " ")[:22])
+    tag = lambda i: f"{t.file[i]} ({t.split[i]})<br>{name(i)}"
+    fig = make_subplots(2, len(p), vertical_spacing=0.12, horizontal_spacing=0.02,
+                        subplot_titles=[tag(i) for i in p.a] + [f"{tag(i)}, {d} bits" for i, d in zip(p.b, p.distance)])
+    for col, (i, j) in enumerate(zip(p.a, p.b), start=1):
+        for row, k in ((1, i), (2, j)):
+            im = open_image(splits[t.split[k]][int(t["index"][k])]["image"]).convert("RGB")
+            fig.add_image(z=np.asarray(fit_image(im, size)), row=row, col=col)
+    fig.update_xaxes(visible=False); fig.update_yaxes(visible=False); fig.update_annotations(font_size=10)
+    fig.update_layout(width=min(900, (size + 45) * len(p)), height=2 * size + 130, title=title,
+                      margin=dict(l=5, r=5, t=70 if title else 45, b=5))
+    return fig
+
+def image_features(images, model: str = "efficientnet_lite0", image_size: int = 64, device=None) -> np.ndarray:
+    "Frozen features (N, F) of `images` (any size, letterboxed to `image_size`) from `model` with ImageNet weights."
+    from torch.utils.data import DataLoader, TensorDataset
+    from gynlab.models.pretrained import create, extract_features, normalization
+    mean, std = normalization(model, 3)
+    x = _batch(images, image_size, mean, std)
+    loader = DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=64)
+    return extract_features(create(model, 2).eval(), loader, device)[0]
 
 # %% ../nbs/lib/80_responsible_tools.ipynb #111ffb3e
 def shortcut_gap(dd, model: str = "smallcnn", epochs: int = 15, image_size: int = 64, lr: float = 2e-3, seed: int = 0,

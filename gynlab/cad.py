@@ -5,69 +5,44 @@
 # %% ../nbs/60_cad.ipynb #1344e272
 from __future__ import annotations
 import math
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
-from plotly.subplots import make_subplots
 from scipy import stats
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
-from .core import GynlabError, RunError, UsageError, check_choice, check_number, open_image, read_json, write_json
-from .interpret import METHODS, explain_image
-from .runs import load_run, run_task
-from .tasks import run_splits
-from .train import predict
-from .transforms import preprocess, to_torch
+from .core import UsageError, check_number
 
 # %% auto #0
-__all__ = ['GROUPINGS', 'reliability_bins', 'expected_calibration_error', 'TemperatureScaler', 'fit_temperature', 'softmax_t',
-           'reliability_diagram', 'grouping', 'group_scores', 'threshold_for', 'wilson_interval', 'operating_point',
-           'stratified_bootstrap', 'roc_pr', 'entropy', 'mc_dropout', 'referral_curve', 'CaseResult', 'CADPipeline',
-           'check_calibrate_args', 'calibrate_run', 'format_summary', 'plot_roc_pr']
+__all__ = ['GROUPINGS', 'reliability_bins', 'expected_calibration_error', 'TemperatureScaler', 'fit_temperature', 'softmax_t', 'group_scores', 'threshold_for', 'wilson_interval', 'operating_point', 'stratified_bootstrap', 'roc_pr', 'ppv_at', 'entropy', 'mc_dropout', 'referral_curve', 'calibrate_scores', 'check_calibrate_args', 'grouping', 'CaseResult', 'CADPipeline', 'calibrate_run', 'format_summary', 'operating_table', 'reliability_diagram', 'plot_roc_pr', 'plot_referral_curve']
 
 # %% ../nbs/60_cad.ipynb #e73e1565
 def _as_np(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
-def _check_probs(probs, labels) -> tuple[np.ndarray, np.ndarray]:
-    "(probs (N, K), labels (N,)) as float/int arrays; a clear message for the usual mistakes."
-    p, y = _as_np(probs).astype(np.float64), _as_np(labels).reshape(-1)
-    if p.ndim == 1: p = np.stack([1 - p, p], 1)                    # binary: probability of class 1
-    if p.ndim != 2: raise UsageError(f"probabilities must be (N, K) or (N,), got shape {p.shape}")
-    if len(p) != len(y): raise UsageError(f"{len(p)} rows of probabilities but {len(y)} labels")
-    if len(y) == 0: raise UsageError("no cases: need at least one probability row and label")
-    if not np.isfinite(p).all() or (p < -1e-6).any() or (p > 1 + 1e-6).any():
-        raise UsageError("probabilities must be finite and within [0, 1] (logits? apply softmax first)")
-    if not np.allclose(p.sum(1), 1, atol=1e-3):
-        raise UsageError("each row of probabilities must sum to 1 (softmax over the classes)")
-    y = y.astype(np.int64)
-    if (y < 0).any() or (y >= p.shape[1]).any():
-        raise UsageError(f"labels must be class indices 0..{p.shape[1] - 1}, got {y.min()}..{y.max()}")
-    return p, y
-
-def reliability_bins(probs, labels, n_bins: int = 15) -> dict:
-    "Top-label reliability table: for equal-width confidence bins, the count, mean confidence and accuracy."
+def reliability_bins(probs, labels, n_bins: int = 15, top_label: bool = True) -> dict:
+    """Reliability table over equal-width bins: count, mean confidence, observed accuracy per bin.
+    top_label: `probs` (N, K), confidence = top-class probability, accuracy = how often the top class is right;
+    otherwise `probs` is one score per case (N,), accuracy = the fraction of positive `labels` (0/1)."""
     n_bins = check_number("n_bins", n_bins, lo=1, hi=10_000, integer=True)
-    p, y = _check_probs(probs, labels)
-    conf, pred = p.max(1), p.argmax(1)
+    if top_label:
+        p, y = _check_probs(probs, labels)
+        conf, hit = p.max(1), (p.argmax(1) == y).astype(float)
+    else: conf, hit = _check_scores(probs, labels)
     edges = np.linspace(0, 1, n_bins + 1)
     idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)   # bins (lo, hi]; 0 goes in the first
     count = np.bincount(idx, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         confidence = np.bincount(idx, conf, n_bins) / count
-        accuracy = np.bincount(idx, (pred == y).astype(float), n_bins) / count
+        accuracy = np.bincount(idx, hit, n_bins) / count
     return {"edges": edges, "count": count, "confidence": confidence, "accuracy": accuracy}
 
-def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
-    "ECE: |accuracy − confidence| per confidence bin, averaged with weights n_bin / N (0 = perfectly calibrated)."
-    b = reliability_bins(probs, labels, n_bins)
+def expected_calibration_error(probs, labels, n_bins: int = 15, top_label: bool = True) -> float:
+    "ECE: |accuracy − confidence| per bin, averaged with weights n_bin / N (0 = perfectly calibrated)."
+    b = reliability_bins(probs, labels, n_bins, top_label)
     gap = np.nan_to_num(np.abs(b["accuracy"] - b["confidence"]))
     return float((b["count"] / b["count"].sum() * gap).sum())
 
@@ -104,54 +79,27 @@ def softmax_t(logits, temperature: float = 1.0) -> np.ndarray:
     "softmax(logits / T) as a float64 array."
     return torch.softmax(torch.as_tensor(_as_np(logits), dtype=torch.float64) / temperature, -1).numpy()
 
-# %% ../nbs/60_cad.ipynb #29300f0e
-def reliability_diagram(curves: dict, n_bins: int = 15, title: str = "Reliability diagram") -> go.Figure:
-    "Plot accuracy vs confidence per bin for several {name: (probs, labels)}, with each curve's ECE in the legend."
-    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect"))
-    for name, (probs, labels) in curves.items():
-        b = reliability_bins(probs, labels, n_bins); ok = b["count"] > 0
-        fig.add_scatter(x=b["confidence"][ok], y=b["accuracy"][ok], mode="lines+markers",
-                        marker=dict(size=4 + 10 * np.sqrt(b["count"][ok] / b["count"].max())),
-                        name=f"{name} (ECE {expected_calibration_error(probs, labels, n_bins):.3f})")
-    fig.update_layout(title=title, xaxis_title="mean confidence (top class)", yaxis_title="accuracy",
-                      width=520, height=420, xaxis_range=[0, 1], yaxis_range=[0, 1], margin=dict(t=50, b=40))
-    return fig
-
 # %% ../nbs/60_cad.ipynb #5df22905
 GROUPINGS = {
     "mmotu": {
         "malignant": {"positive": ["High-grade_Serous_Cystadenoma"],
                       "question": "malignant (high-grade serous carcinoma) vs the rest",
-                      "action": "urgent gynaecological-oncology referral"},
+                      "action": "gynaecological-oncology referral"},
         "neoplasm": {"positive": ["Serous_Cystadenoma", "Mucinous_Cystadenoma", "Teratoma", "Theca_Cell_Tumor",
                                   "High-grade_Serous_Cystadenoma"],
                      "question": "ovarian neoplasm vs normal ovary, simple cyst or endometrioma",
-                     "action": "gynaecology referral for surgical assessment"},
+                     "action": "gynaecology review for surgical assessment"},
     },
     "phantom-pelvic-us": {
         "solid": {"positive": ["solid"], "question": "solid tumour vs normal ovary or simple cyst",
                   "action": "specialist review"},
     },
     "phantom-cytology": {
-        "abnormal": {"positive": ["lsil", "hsil"], "question": "squamous intraepithelial lesion (LSIL or HSIL) vs normal cells",
+        "abnormal": {"positive": ["lsil", "hsil"],
+                     "question": "squamous intraepithelial lesion (LSIL or HSIL) vs normal cells",
                      "action": "review of the slide by a cytologist"},
     },
 }
-
-def grouping(dataset: str, name: str | None = None, classes: list[str] | None = None) -> dict:
-    "The grouping `name` of `dataset` (the first one if None), checked against the run's `classes`."
-    if dataset not in GROUPINGS:
-        raise UsageError(f"no referral groupings defined for dataset {dataset!r} (known: {', '.join(GROUPINGS)})")
-    gs = GROUPINGS[dataset]
-    name = name or next(iter(gs))
-    if name not in gs: raise UsageError(f"unknown grouping {name!r} for {dataset} (known: {', '.join(gs)})")
-    g = {"name": name, **gs[name]}
-    if classes is not None:
-        missing = [c for c in g["positive"] if c not in classes]
-        if missing:
-            raise UsageError(f"grouping {name!r} needs classes {missing} that this run does not have "
-                             f"({', '.join(classes)})")
-    return g
 
 def group_scores(probs, classes: list[str], positive: list[str]) -> np.ndarray:
     "P(positive group) per case: the sum of the probabilities of the `positive` classes."
@@ -161,13 +109,6 @@ def group_scores(probs, classes: list[str], positive: list[str]) -> np.ndarray:
     return p[:, [classes.index(c) for c in positive]].sum(1)
 
 # %% ../nbs/60_cad.ipynb #644adf20
-def _target(sensitivity, specificity) -> dict:
-    "{'sensitivity': x} or {'specificity': x}, checked: exactly one target, a fraction in (0, 1]."
-    if (sensitivity is None) == (specificity is None):
-        raise UsageError("give exactly one of sensitivity= or specificity=")
-    name, v = ("sensitivity", sensitivity) if sensitivity is not None else ("specificity", specificity)
-    return {name: check_number(f"target {name}", v, lo=0, hi=1, lo_open=True)}
-
 def threshold_for(y, score, sensitivity: float | None = None, specificity: float | None = None) -> float:
     "Highest threshold reaching `sensitivity` (or lowest reaching `specificity`) for the decision score >= threshold."
     tgt = _target(sensitivity, specificity)
@@ -198,6 +139,7 @@ def operating_point(y, decision, level: float = 0.95) -> dict:
         out[name + "_ci"] = wilson_interval(k, n, level)
     return out
 
+# %% ../nbs/60_cad.ipynb #b00751a1
 def stratified_bootstrap(y, score, statistic, n_resamples: int = 1000, level: float = 0.95,
                          seed: int = 0) -> tuple[float, float]:
     "Percentile interval of statistic(y, score), resampling positives and negatives separately (prevalence kept)."
@@ -222,6 +164,11 @@ def roc_pr(y, score, n_resamples: int = 1000, seed: int = 0) -> dict:
             "ap": float(average_precision_score(y, s)),
             "ap_ci": stratified_bootstrap(y, s, average_precision_score, n_resamples, seed=seed)}
 
+def ppv_at(sensitivity: float, specificity: float, prevalence: float) -> float:
+    "PPV of a test with this sensitivity and specificity where a share `prevalence` of the cases are positive."
+    tp, fp = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
+    return tp / (tp + fp) if tp + fp > 0 else float("nan")
+
 # %% ../nbs/60_cad.ipynb #9ad62a2c
 def entropy(p, axis: int = -1) -> np.ndarray:
     "Shannon entropy (nats) of probability vectors along `axis`."
@@ -236,18 +183,15 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, n: int = 20, temperature: floa
     if not drops:
         raise UsageError(f"{type(model).__name__} has no dropout layer with p > 0: MC dropout needs one "
                          "(or use an ensemble)")
-    was = [m.training for m in drops]
-    dev = next(model.parameters()).device
-    cpu_rng = torch.get_rng_state(); gpu_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    torch.manual_seed(seed)
-    try:
-        for m in drops: m.train()
-        samples = torch.stack([torch.softmax(model(x.to(dev)).double() / temperature, -1) for _ in range(n)])
-        samples = samples.cpu().numpy()                   # (n, B, K)
-    finally:
-        for m, w in zip(drops, was): m.train(w)
-        torch.set_rng_state(cpu_rng)
-        if gpu_rng is not None: torch.cuda.set_rng_state_all(gpu_rng)
+    was, dev = [m.training for m in drops], next(model.parameters()).device
+    with torch.random.fork_rng():                         # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        try:
+            for m in drops: m.train()
+            samples = torch.stack([torch.softmax(model(x.to(dev)).double() / temperature, -1) for _ in range(n)])
+        finally:
+            for m, w in zip(drops, was): m.train(w)
+    samples = samples.cpu().numpy()                       # (n, B, K)
     mean = samples.mean(0)
     return {"probs": mean, "samples": samples, "entropy": entropy(mean),
             "mutual_information": entropy(mean) - entropy(samples).mean(0)}
@@ -261,32 +205,142 @@ def referral_curve(correct, uncertainty, fractions=None) -> dict:
     acc = [float(c[k].mean()) if len(k) else float("nan") for k in kept]
     return {"fraction_referred": np.asarray(fractions), "accuracy_kept": np.asarray(acc)}
 
-# %% ../nbs/60_cad.ipynb #d84eacb6
+# %% ../nbs/60_cad.ipynb #bfc278c7
+def _folds(y: np.ndarray, k: int, seed: int):
+    "Stratified folds when every class has k cases, plain shuffled folds otherwise."
+    counts = np.bincount(y)
+    ok = (counts[counts > 0] >= k).all()
+    return (StratifiedKFold if ok else KFold)(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+
+def calibrate_scores(logits, labels, classes: list[str], positive: list[str], *, sensitivity: float | None = None,
+                     specificity: float | None = None, folds: int = 2, seed: int = 0) -> dict:
+    "Temperature and threshold of the grouped score: out-of-fold (to report), then refitted on all cases (to deploy)."
+    target = _target(sensitivity, specificity)
+    z, y = _as_np(logits), _as_np(labels).astype(int)
+    yb = np.isin(np.array(classes)[y], positive).astype(int)
+    oof, decision = np.zeros(z.shape), np.zeros(len(y), bool)
+    for fit_i, test_i in _folds(yb, folds, seed):
+        t = fit_temperature(z[fit_i], y[fit_i])
+        thr = threshold_for(yb[fit_i], group_scores(softmax_t(z[fit_i], t), classes, positive), **target)
+        oof[test_i] = softmax_t(z[test_i], t)
+        decision[test_i] = group_scores(oof[test_i], classes, positive) >= thr
+    T = fit_temperature(z, y)
+    thr = threshold_for(yb, group_scores(softmax_t(z, T), classes, positive), **target)
+    return {"temperature": T, "threshold": thr, "oof": oof, "decision": decision, "group_labels": yb}
+
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000003
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .core import GynlabError, RunError, check_choice, open_image, read_json, write_json
+from .interpret import METHODS, explain_image
+from .runs import load_run, run_task
+from .tasks import run_splits
+from .train import predict
+from .transforms import preprocess, to_torch
+
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000006
+def _check_probs(probs, labels) -> tuple[np.ndarray, np.ndarray]:
+    "(probs (N, K), labels (N,)) as float/int arrays; a clear message for the usual mistakes."
+    p, y = _as_np(probs).astype(np.float64), _as_np(labels).reshape(-1)
+    if p.ndim == 1: p = np.stack([1 - p, p], 1)                    # binary: probability of class 1
+    if p.ndim != 2: raise UsageError(f"probabilities must be (N, K) or (N,), got shape {p.shape}")
+    if len(p) != len(y): raise UsageError(f"{len(p)} rows of probabilities but {len(y)} labels")
+    if len(y) == 0: raise UsageError("no cases: need at least one probability row and label")
+    if not np.isfinite(p).all() or (p < -1e-6).any() or (p > 1 + 1e-6).any():
+        raise UsageError("probabilities must be finite and within [0, 1] (logits? apply softmax first)")
+    if not np.allclose(p.sum(1), 1, atol=1e-3):
+        raise UsageError("each row of probabilities must sum to 1 (softmax over the classes)")
+    y = y.astype(np.int64)
+    if (y < 0).any() or (y >= p.shape[1]).any():
+        raise UsageError(f"labels must be class indices 0..{p.shape[1] - 1}, got {y.min()}..{y.max()}")
+    return p, y
+
+def _check_scores(score, labels) -> tuple[np.ndarray, np.ndarray]:
+    "(score (N,) within [0, 1], labels (N,) of 0/1) as float arrays, for a one-score reliability table."
+    s, y = _as_np(score).astype(np.float64), _as_np(labels).reshape(-1)
+    if s.ndim != 1:
+        raise UsageError(f"one score per case, shape (N,), got {s.shape} (for (N, K) probabilities use top_label=True)")
+    if len(s) != len(y): raise UsageError(f"{len(s)} scores but {len(y)} labels")
+    if len(y) == 0: raise UsageError("no cases: need at least one score and label")
+    if not np.isfinite(s).all() or (s < -1e-6).any() or (s > 1 + 1e-6).any():
+        raise UsageError("scores must be probabilities, finite and within [0, 1]")
+    if not np.isin(y, (0, 1)).all(): raise UsageError("labels of a one-score table must be 0 or 1 (1 = positive)")
+    return np.clip(s, 0, 1), y.astype(np.float64)
+
+def _target(sensitivity, specificity) -> dict:
+    "{'sensitivity': x} or {'specificity': x}, checked: exactly one target, a fraction in (0, 1]."
+    if (sensitivity is None) == (specificity is None):
+        raise UsageError("give exactly one of sensitivity= or specificity=")
+    name, v = ("sensitivity", sensitivity) if sensitivity is not None else ("specificity", specificity)
+    return {name: check_number(f"target {name}", v, lo=0, hi=1, lo_open=True)}
+
+def check_calibrate_args(sensitivity=0.9, specificity=None, refer_fraction=0.1, folds=2, mc=20,
+                         n_resamples=1000) -> dict:
+    "The operating-point target, with every other argument of `calibrate` checked; a `UsageError` names a bad one."
+    target = _target(None if specificity is not None else sensitivity, specificity)
+    check_number("refer_fraction (share of cases referred)", refer_fraction, lo=0, hi=1)
+    if refer_fraction == 1:
+        raise UsageError("refer_fraction is the share of cases referred, in [0, 1): 1 would refer every case")
+    check_number("folds", folds, lo=2, hi=100, integer=True)
+    check_number("mc (MC dropout passes)", mc, lo=1, hi=10_000, integer=True)
+    check_number("n_resamples", n_resamples, lo=1, integer=True)
+    return target
+
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000009
+def grouping(dataset: str, name: str | None = None, classes: list[str] | None = None) -> dict:
+    "The grouping `name` of `dataset` (the first one if None), checked against the run's `classes`."
+    if dataset not in GROUPINGS:
+        raise UsageError(f"no referral groupings defined for dataset {dataset!r} (known: {', '.join(GROUPINGS)})")
+    gs = GROUPINGS[dataset]
+    name = name or next(iter(gs))
+    if name not in gs: raise UsageError(f"unknown grouping {name!r} for {dataset} (known: {', '.join(gs)})")
+    g = {"name": name, **gs[name]}
+    if classes is not None:
+        missing = [c for c in g["positive"] if c not in classes]
+        if missing:
+            raise UsageError(f"grouping {name!r} needs classes {missing} that this run does not have "
+                             f"({', '.join(classes)})")
+    return g
+
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000012
 @dataclass
 class CaseResult:
     "Everything the pipeline concluded about one image (`CADPipeline.__call__`)."
     file: str
     classes: list
-    probs: np.ndarray            # calibrated, mean over MC-dropout passes
+    probs: np.ndarray            # softmax(logits / T) of one deterministic pass: the score calibrate() measured
     probs_uncalibrated: np.ndarray
     predicted: str
     grouping: dict
     group_probability: float
     threshold: float
     positive: bool               # the decision at the operating point
-    entropy: float
+    entropy: float               # of the mean of MC-dropout passes (NaN when mc = 0)
     mutual_information: float
     uncertain: bool              # referred back to a person
     image: np.ndarray            # RGB uint8, as given (downscaled for display)
     overlay: np.ndarray | None   # explanation blended on the model's input, RGB uint8
     method: str | None = "gradcam"
+    flagged_fraction: float | None = None   # share of validation cases whose score reaches the threshold
 
     @property
     def decision(self) -> str:
+        "What the pipeline suggests, with the numbers it rests on."
         if self.uncertain: return "uncertain: refer to a human reader"
-        return self.grouping["action"] if self.positive else "no referral suggested by the model"
+        g, p, t = self.grouping["name"], self.group_probability, self.threshold
+        if not self.positive:
+            return f"no referral suggested by the model: P({g}) {p:.3f} is below the threshold {t:.3f}"
+        share = (f", a threshold that {self.flagged_fraction:.0%} of validation cases reach"
+                 if self.flagged_fraction is not None else "")
+        return f"{self.grouping['action']} suggested: P({g}) {p:.3f} ≥ threshold {t:.3f}{share}"
 
-# %% ../nbs/60_cad.ipynb #10b99dbf
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000013
 class CADPipeline:
     "A trained classification run plus its calibration, grouping, operating point and referral rule."
     def __init__(self, model: nn.Module, config: dict, run=None, device=None):
@@ -294,8 +348,10 @@ class CADPipeline:
         self.classes = list(config["classes"])
         self.device = next(model.parameters()).device if device is None else torch.device(device)
         self.temperature, self.threshold, self.refer_above = 1.0, 0.5, float("inf")
+        self.mc, self.flagged_fraction = 20, None
         self.grouping = grouping(config["dataset"], None, self.classes) if config.get("dataset") in GROUPINGS else None
         self.summary: dict = {}
+        self.last_calibration: dict = {}           # the arrays behind the last calibrate(), for plots
 
     @classmethod
     def from_run(cls, run, device=None) -> "CADPipeline":
@@ -307,25 +363,6 @@ class CADPipeline:
         self = cls(model, cfg, run)
         if (Path(run) / "cad.json").exists(): self._load(Path(run) / "cad.json")
         return self
-
-    def _load(self, f: Path):
-        "Read and check the decisions in `f` (a cad.json); a `RunError` naming the file and field otherwise."
-        def bad(why):
-            return RunError(f"{f} is corrupt ({why}): delete it and calibrate the run again "
-                            f"(`gynlab calibrate --run {self.run}`)")
-        try: d = read_json(f, what="calibration file")
-        except GynlabError as e: raise bad(e) from None
-        def num(key, lo=None, none=None):
-            v = d.get(key, none)
-            if v is None and none is not None: return none
-            try: return check_number(key, v, lo=lo, lo_open=lo is not None)
-            except UsageError as e: raise bad(e) from None
-        self.temperature, self.threshold = num("temperature", lo=0), num("threshold")
-        self.refer_above = num("refer_above", none=float("inf"))     # JSON has no infinity: null = refer nobody
-        try: self.grouping = grouping(self.config["dataset"], d.get("grouping"), self.classes)
-        except UsageError as e: raise bad(e) from None
-        if not isinstance(d.get("summary", {}), dict): raise bad("'summary' is not an object")
-        self.summary = d.get("summary", {})
 
     @property
     def calibrated(self) -> bool: return bool(self.summary)
@@ -344,85 +381,111 @@ class CADPipeline:
         ds = self._split(split)
         return torch.stack([ds[i][0] for i in range(len(ds))])
 
-# %% ../nbs/60_cad.ipynb #bfc278c7
-def _folds(y: np.ndarray, k: int, seed: int):
-    "Stratified folds when every class has k cases, plain shuffled folds otherwise."
-    counts = np.bincount(y)
-    ok = (counts[counts > 0] >= k).all()
-    return (StratifiedKFold if ok else KFold)(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000014
+def _load(self: CADPipeline, f: Path):
+    "Read and check the decisions in `f` (a cad.json); a `RunError` naming the file and field otherwise."
+    def bad(why):
+        return RunError(f"{f} is corrupt ({why}): delete it and calibrate the run again "
+                        f"(`gynlab calibrate --run {self.run}`)")
+    try: d = read_json(f, what="calibration file")
+    except GynlabError as e: raise bad(e) from None
+    def num(key, none=None, **limits):
+        v = d.get(key, none)
+        if v is None and none is not None: return none
+        try: return check_number(key, v, **limits)
+        except UsageError as e: raise bad(e) from None
+    self.temperature, self.threshold = num("temperature", lo=0, lo_open=True), num("threshold")
+    self.refer_above = num("refer_above", none=float("inf"))     # JSON has no infinity: null = refer nobody
+    self.mc = int(num("mc", none=20, lo=0, hi=10_000, integer=True))
+    self.flagged_fraction = num("flagged_fraction", none=-1.0, lo=-1, hi=1)
+    if self.flagged_fraction < 0: self.flagged_fraction = None   # a cad.json written before it was recorded
+    try: self.grouping = grouping(self.config["dataset"], d.get("grouping"), self.classes)
+    except UsageError as e: raise bad(e) from None
+    if not isinstance(d.get("summary", {}), dict): raise bad("'summary' is not an object")
+    self.summary = d.get("summary", {})
 
-def _cross_fit(z, y, yb, classes, positive, target, folds, seed):
-    "Out-of-fold calibrated probabilities and decisions: temperature and threshold never see the cases they score."
-    oof, decide = np.zeros((len(y), len(classes))), np.zeros(len(y), bool)
-    for fit_i, test_i in _folds(yb, folds, seed):
-        t = fit_temperature(z[fit_i], y[fit_i])
-        thr = threshold_for(yb[fit_i], group_scores(softmax_t(z[fit_i], t), classes, positive), **target)
-        oof[test_i] = softmax_t(z[test_i], t)
-        decide[test_i] = group_scores(oof[test_i], classes, positive) >= thr
-    return oof, decide
+CADPipeline._load = _load
 
-def _nll(p, y) -> float:
-    return float(F.nll_loss(torch.log(torch.as_tensor(p).clamp_min(1e-12)), torch.as_tensor(y).long()))
-
-def check_calibrate_args(sensitivity=0.9, specificity=None, refer_fraction=0.1, folds=2, mc=20,
-                         n_resamples=1000) -> dict:
-    "The operating-point target, with every other argument of `calibrate` checked; a `UsageError` names a bad one."
-    target = _target(None if specificity is not None else sensitivity, specificity)
-    check_number("refer_fraction (share of cases referred)", refer_fraction, lo=0, hi=1)
-    if refer_fraction == 1:
-        raise UsageError("refer_fraction is the share of cases referred, in [0, 1): 1 would refer every case")
-    check_number("folds", folds, lo=2, hi=100, integer=True)
-    check_number("mc (MC dropout passes)", mc, lo=1, hi=10_000, integer=True)
-    check_number("n_resamples", n_resamples, lo=1, integer=True)
-    return target
-
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000016
 def _calibrate(self: CADPipeline, split=None, *, grouping_name: str | None = None, sensitivity: float | None = 0.9,
                specificity: float | None = None, refer_fraction: float = 0.1, folds: int = 2, mc: int = 20,
                n_resamples: int = 1000, seed: int = 0, data_root=None) -> dict:
     "Choose temperature, threshold and referral cut-off on validation data (default: the run's); the honest numbers."
     target = check_calibrate_args(sensitivity, specificity, refer_fraction, folds, mc, n_resamples)
-    g = grouping(self.config["dataset"], grouping_name, self.classes)
-    c = self.config
+    g, c = grouping(self.config["dataset"], grouping_name, self.classes), self.config
     if split is None: split = run_splits(c["dataset"], image_size=c["image_size"], seed=c.get("seed", 0),
                                          subset=c.get("subset"), data_root=data_root)[1]
-    z, y = self.logits(split)
-    yb = np.isin(np.array(self.classes)[y.numpy()], g["positive"]).astype(int)
+    z, y = self.logits(split); y = y.numpy()
+    yb = np.isin(np.array(self.classes)[y], g["positive"]).astype(int)
     if yb.sum() < folds or (1 - yb).sum() < folds:
         raise UsageError(f"grouping {g['name']!r}: {yb.sum()} positive and {(1 - yb).sum()} negative validation cases; "
                          f"need at least {folds} of each to choose and check an operating point")
-    oof, decide = _cross_fit(z, y, yb, self.classes, g["positive"], target, folds, seed)
-    raw = softmax_t(z)
-    self.temperature = fit_temperature(z, y)                   # deployed: refitted on all validation cases
-    cal = softmax_t(z, self.temperature)
-    self.threshold = threshold_for(yb, group_scores(cal, self.classes, g["positive"]), **target)
-    self.grouping = g
+    fit = calibrate_scores(z, y, self.classes, g["positive"], **target, folds=folds, seed=seed)
+    self.temperature, self.threshold, self.grouping, self.mc = fit["temperature"], fit["threshold"], g, mc
+    raw, cal = softmax_t(z), softmax_t(z, self.temperature)            # T = 1, and the deployed score
+    gs = {k: group_scores(p, self.classes, g["positive"]) for k, p in (("raw", raw), ("cal", cal), ("oof", fit["oof"]))}
+    self.flagged_fraction = float((gs["cal"] >= self.threshold).mean())
     mcd = mc_dropout(self.model, self._inputs(split), mc, self.temperature, seed)
     self.refer_above = float(np.quantile(mcd["entropy"], 1 - refer_fraction)) if refer_fraction > 0 else float("inf")
-    correct = mcd["probs"].argmax(1) == y.numpy()
-    curves = roc_pr(yb, group_scores(oof, self.classes, g["positive"]), n_resamples, seed)
+    correct = cal.argmax(1) == y                                      # the deployed top-class call
+    curves = roc_pr(yb, gs["oof"], n_resamples, seed)
+    ece = expected_calibration_error
     self.summary = {
-        "n_validation": int(len(y)), "n_positive": int(yb.sum()), "grouping": g["name"], "question": g["question"],
-        "target": target, "folds": folds, "temperature": self.temperature, "threshold": self.threshold,
-        "accuracy": float((raw.argmax(1) == y.numpy()).mean()),
-        "ece_before": expected_calibration_error(raw, y), "ece_after": expected_calibration_error(oof, y),
-        "nll_before": _nll(raw, y), "nll_after": _nll(oof, y), "operating_point": operating_point(yb, decide),
+        "n_validation": int(len(y)), "n_positive": int(yb.sum()), "prevalence": float(yb.mean()),
+        "grouping": g["name"], "question": g["question"], "target": target, "folds": folds,
+        "score": "softmax(logits / T), one deterministic pass", "temperature": self.temperature,
+        "threshold": self.threshold, "flagged_fraction": self.flagged_fraction, "accuracy": float(correct.mean()),
+        "ece_before": ece(raw, y), "ece_after": ece(fit["oof"], y),
+        "ece_group_before": ece(gs["raw"], yb, 10, top_label=False),
+        "ece_group_after": ece(gs["oof"], yb, 10, top_label=False),
+        "nll_before": _nll(raw, y), "nll_after": _nll(fit["oof"], y),
+        "operating_point": operating_point(yb, fit["decision"]),
         "auc": curves["auc"], "auc_ci": curves["auc_ci"], "ap": curves["ap"], "ap_ci": curves["ap_ci"],
         "refer_fraction": refer_fraction, "refer_above_entropy": self.refer_above, "mc_passes": mc,
-        "accuracy_kept_after_referral": float(correct[mcd["entropy"] <= self.refer_above].mean()),
-        "accuracy_all_mc": float(correct.mean())}
-    self._last = {"raw": raw, "oof": oof, "labels": y.numpy(), "group_labels": yb, "curves": curves, "mc": mcd}
+        "accuracy_kept_after_referral": float(correct[mcd["entropy"] <= self.refer_above].mean())}
+    self.last_calibration = {"raw": raw, "cal": cal, "oof": fit["oof"], "labels": y, "group_labels": yb,
+                             "group_scores": gs, "curves": curves, "mc": mcd, "correct": correct}
     return self.summary
+
+def _nll(p, y) -> float:
+    return float(F.nll_loss(torch.log(torch.as_tensor(p).clamp_min(1e-12)), torch.as_tensor(y).long()))
 
 CADPipeline.calibrate = _calibrate
 
-# %% ../nbs/60_cad.ipynb #aa06dec0
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000017
+def _call(self: CADPipeline, image, *, method: str | None = "gradcam", mc: int | None = None,
+          name: str | None = None) -> CaseResult:
+    "Preprocess → one deterministic pass → calibrate → decide; MC dropout (`mc` passes, None: as calibrated) to refer."
+    if self.grouping is None: raise UsageError(f"no referral grouping for dataset {self.config['dataset']!r}")
+    if mc is None: mc = self.mc
+    mc = check_number("mc (MC dropout passes, 0 for none)", mc, lo=0, hi=10_000, integer=True)
+    if method is not None: check_choice("method", method, METHODS)
+    im, c = open_image(image), self.config
+    x = preprocess(im, c["image_size"], c["channels"], c["mean"], c["std"])[None]
+    with torch.no_grad(): z = self.model.eval()(x.to(self.device)).double().cpu()
+    raw, probs = softmax_t(z)[0], softmax_t(z, self.temperature)[0]      # the score calibrate() measured
+    gp = float(group_scores(probs[None], self.classes, self.grouping["positive"])[0])
+    m = mc_dropout(self.model, x, mc, self.temperature) if mc > 0 else None
+    ent, mi = (float(m["entropy"][0]), float(m["mutual_information"][0])) if m else (float("nan"), float("nan"))
+    overlay = explain_image(self.model, im, c, method=method)[0] if method else None
+    shown = im.convert("RGB"); shown.thumbnail((384, 384))             # for display: at most 384 px a side
+    return CaseResult(file=name if name is not None else (str(image) if isinstance(image, (str, Path)) else "image"),
+                      classes=self.classes, probs=probs, probs_uncalibrated=raw,
+                      predicted=self.classes[int(probs.argmax())], grouping=self.grouping, group_probability=gp,
+                      threshold=self.threshold, positive=gp >= self.threshold, entropy=ent, mutual_information=mi,
+                      uncertain=m is not None and ent > self.refer_above, image=np.asarray(shown), overlay=overlay,
+                      method=method, flagged_fraction=self.flagged_fraction)
+
+CADPipeline.__call__ = _call
+
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000019
 def _save(self: CADPipeline, path=None) -> Path:
     "Write the pipeline's decisions to `path` (default: the run's cad.json)."
     if not self.calibrated: raise UsageError("nothing to save: call calibrate() first")
     if path is None and self.run is None: raise UsageError("this pipeline has no run folder: give save() a path")
     d = {"temperature": self.temperature, "threshold": self.threshold, "refer_above": self.refer_above,
-         "grouping": self.grouping["name"], "summary": self.summary,
-         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+         "mc": self.mc, "flagged_fraction": self.flagged_fraction, "grouping": self.grouping["name"],
+         "summary": self.summary, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return write_json(Path(path) if path else self.run / "cad.json", d, what="calibration file")
 
 CADPipeline.save = _save
@@ -443,23 +506,65 @@ def calibrate_run(run, grouping: str | None = None, sensitivity: float | None = 
 def format_summary(s: dict) -> str:
     "A few plain lines of a calibration summary, with intervals."
     op = s["operating_point"]
-    def ci(k): lo, hi = op[k + "_ci"]; return f"{op[k]:.2f} (95% CI {lo:.2f}–{hi:.2f})"
+    def ci(k, f=".2f"): lo, hi = op[k + "_ci"]; return f"{op[k]:{f}} (95% CI {lo:{f}}–{hi:{f}})"
     tgt = ", ".join(f"{k} ≥ {v:.2f}" for k, v in s["target"].items())
+    g = s["grouping"]
     return "\n".join([
-        f"grouping {s['grouping']}: {s['question']} — "
-        f"{s['n_positive']} positive of {s['n_validation']} validation cases",
-        f"temperature {s['temperature']:.2f}; ECE {s['ece_before']:.3f} → {s['ece_after']:.3f}; "
-        f"NLL {s['nll_before']:.3f} → {s['nll_after']:.3f} (cross-fitted, {s['folds']} folds)",
+        f"grouping {g}: {s['question']} — {s['n_positive']} positive of {s['n_validation']} validation cases "
+        f"(prevalence {s['prevalence']:.1%})",
+        f"temperature {s['temperature']:.2f}; top-label ECE {s['ece_before']:.3f} → {s['ece_after']:.3f}, "
+        f"ECE of P({g}) {s['ece_group_before']:.3f} → {s['ece_group_after']:.3f}; NLL {s['nll_before']:.3f} → "
+        f"{s['nll_after']:.3f} (cross-fitted, {s['folds']} folds)",
         f"ROC AUC {s['auc']:.3f} ({s['auc_ci'][0]:.3f}–{s['auc_ci'][1]:.3f}), "
         f"average precision {s['ap']:.3f} ({s['ap_ci'][0]:.3f}–{s['ap_ci'][1]:.3f})",
-        f"operating point chosen for {tgt}: threshold {s['threshold']:.3f}; "
-        f"on unseen folds sensitivity {ci('sensitivity')}, specificity {ci('specificity')}",
-        f"referral: {s['refer_fraction']:.0%} most uncertain referred; "
-        f"accuracy {s['accuracy_all_mc']:.3f} on all → {s['accuracy_kept_after_referral']:.3f} on the rest"])
+        f"operating point chosen for {tgt}: threshold {s['threshold']:.3f}, which {s['flagged_fraction']:.0%} of "
+        f"validation cases reach; on unseen folds sensitivity {ci('sensitivity')}, specificity {ci('specificity')}, "
+        f"PPV at this prevalence {ci('ppv', '.3f')}",
+        f"referral: {s['refer_fraction']:.0%} most uncertain referred (MC dropout, {s['mc_passes']} passes); "
+        f"accuracy {s['accuracy']:.3f} on all → {s['accuracy_kept_after_referral']:.3f} on the rest"])
 
-# %% ../nbs/60_cad.ipynb #f14f3ede
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000023
+def operating_table(y, score, sensitivities=(1.0, 0.9, 0.75, 0.5, 0.25)) -> pd.DataFrame:
+    "Threshold, sensitivity, specificity, share flagged and PPV at the threshold reaching each of `sensitivities`."
+    y, s = _as_np(y).astype(int).reshape(-1), _as_np(score).astype(float).reshape(-1)
+    rows = {}
+    for target in sensitivities:
+        t = math.floor(threshold_for(y, s, sensitivity=target) * 1e4) / 1e4
+        op = operating_point(y, s >= t)
+        rows[t] = {"threshold": t, "sensitivity": op["sensitivity"], "specificity": op["specificity"],
+                   "flagged": float((s >= t).mean()), "ppv": op["ppv"]}
+    return pd.DataFrame(sorted(rows.values(), key=lambda r: r["threshold"])).round(4)
+
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000026
+_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
+
+def reliability_diagram(curves: dict, n_bins: int = 15, title: str = "Reliability diagram", grouped: dict | None = None,
+                        grouped_name: str = "positive", group_bins: int = 10) -> go.Figure:
+    """Observed vs predicted per bin for {name: (probs (N, K), labels)} (top label) and, if given, for
+    `grouped` {name: (score (N,), labels 0/1)} (one score) in a second panel; each panel's title gives the ECEs."""
+    panels = [(curves, n_bins, True, "top label")]
+    if grouped: panels.append((grouped, group_bins, False, f"P({grouped_name})"))
+    titles = [f"{what}: ECE " + " → ".join(f"{expected_calibration_error(p, y, nb, tl):.3f}" for p, y in cs.values())
+              for cs, nb, tl, what in panels]
+    fig = make_subplots(1, len(panels), subplot_titles=titles, horizontal_spacing=0.12)
+    for col, (cs, nb, tl, what) in enumerate(panels, 1):
+        fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect",
+                        showlegend=col == 1, row=1, col=col)
+        for (name, (p, y)), colour in zip(cs.items(), _COLOURS):
+            b = reliability_bins(p, y, nb, tl); ok = b["count"] > 0
+            fig.add_scatter(x=b["confidence"][ok], y=b["accuracy"][ok], mode="lines+markers", name=name,
+                            legendgroup=name, showlegend=col == 1, line=dict(color=colour), customdata=b["count"][ok],
+                            marker=dict(color=colour, size=5 + 10 * np.sqrt(b["count"][ok] / b["count"].max())),
+                            hovertemplate="%{customdata} cases: predicted %{x:.2f}, observed %{y:.2f}", row=1, col=col)
+        xt = "mean top-class probability" if tl else f"mean {what}"
+        fig.update_xaxes(title_text=xt, range=[0, 1], row=1, col=col)
+        fig.update_yaxes(title_text="fraction correct" if tl else "fraction positive", range=[0, 1], row=1, col=col)
+    fig.update_layout(title=title, width=860 if grouped else 480, height=430, margin=dict(t=90, b=40))
+    return fig
+
+# %% ../nbs/lib/60_cad_tools.ipynb #ct000027
 def plot_roc_pr(curves: dict, op: dict | None = None, title: str = "") -> go.Figure:
-    "ROC and precision-recall curves side by side; `op` (from `operating_point`) marked on the ROC."
+    "ROC and precision-recall curves side by side; `op` (from `operating_point`) marked on both."
     (alo, ahi), (plo, phi) = curves["auc_ci"], curves["ap_ci"]
     fig = make_subplots(1, 2, subplot_titles=(f"ROC (AUC {curves['auc']:.2f}, {alo:.2f}–{ahi:.2f})",
                                               f"Precision-recall (AP {curves['ap']:.2f}, {plo:.2f}–{phi:.2f})"))
@@ -475,34 +580,26 @@ def plot_roc_pr(curves: dict, op: dict | None = None, title: str = "") -> go.Fig
                         name="operating point", row=1, col=1,
                         error_y=dict(type="data", symmetric=False, array=[sehi - se], arrayminus=[se - selo]),
                         error_x=dict(type="data", symmetric=False, array=[sphi - sp], arrayminus=[sp - splo]))
+        ppv, (plo_, phi_) = op["ppv"], op["ppv_ci"]
+        fig.add_scatter(x=[se], y=[ppv], mode="markers", marker=dict(size=11, color="crimson"), showlegend=False,
+                        error_y=dict(type="data", symmetric=False, array=[phi_ - ppv], arrayminus=[ppv - plo_]),
+                        hovertemplate="sensitivity %{x:.2f}, PPV %{y:.3f}", row=1, col=2)
     fig.update_xaxes(title_text="1 − specificity", row=1, col=1)
     fig.update_yaxes(title_text="sensitivity", row=1, col=1)
     fig.update_xaxes(title_text="recall (sensitivity)", row=1, col=2)
     fig.update_yaxes(title_text="precision (PPV)", row=1, col=2)
-    fig.update_layout(title=title, width=860, height=400, margin=dict(t=70, b=40))
+    fig.update_layout(title=title, width=860, height=400, margin=dict(t=80, b=40))
     return fig
 
-# %% ../nbs/60_cad.ipynb #3f61ba0e
-def _call(self: CADPipeline, image, *, method: str | None = "gradcam", mc: int = 20,
-          name: str | None = None) -> CaseResult:
-    "Preprocess → predict (MC dropout) → calibrate → decide → explain one image."
-    if self.grouping is None: raise UsageError(f"no referral grouping for dataset {self.config['dataset']!r}")
-    mc = check_number("mc (MC dropout passes, 0 for none)", mc, lo=0, hi=10_000, integer=True)
-    if method is not None: check_choice("method", method, METHODS)
-    im, c = open_image(image), self.config
-    x = preprocess(im, c["image_size"], c["channels"], c["mean"], c["std"])[None]
-    with torch.no_grad(): raw = torch.softmax(self.model(x.to(self.device)).double(), -1)[0].cpu().numpy()
-    m = mc_dropout(self.model, x, mc, self.temperature) if mc > 0 else None
-    probs = m["probs"][0] if m else softmax_t(np.log(np.clip(raw, 1e-12, 1))[None], self.temperature)[0]
-    ent = float(m["entropy"][0]) if m else float(entropy(probs))
-    gp = float(group_scores(probs[None], self.classes, self.grouping["positive"])[0])
-    overlay = explain_image(self.model, im, c, method=method)[0] if method else None
-    shown = im.convert("RGB"); shown.thumbnail((384, 384))             # for display: at most 384 px a side
-    return CaseResult(file=name if name is not None else (str(image) if isinstance(image, (str, Path)) else "image"),
-                      classes=self.classes, probs=probs, probs_uncalibrated=raw,
-                      predicted=self.classes[int(probs.argmax())], grouping=self.grouping, group_probability=gp,
-                      threshold=self.threshold, positive=gp >= self.threshold, entropy=ent,
-                      mutual_information=float(m["mutual_information"][0]) if m else float("nan"),
-                      uncertain=ent > self.refer_above, image=np.asarray(shown), overlay=overlay, method=method)
-
-CADPipeline.__call__ = _call
+def plot_referral_curve(rc: dict, refer_fraction: float | None = None, title: str = "") -> go.Figure:
+    "Accuracy on the kept cases against the share referred (from `referral_curve`), with the random-referral level."
+    fr, acc = 100 * np.asarray(rc["fraction_referred"]), np.asarray(rc["accuracy_kept"])
+    fig = go.Figure(go.Scatter(x=fr, y=acc, mode="lines+markers", name="most uncertain referred first"))
+    fig.add_hline(y=acc[0], line_dash="dot", line_color="grey", annotation_text="referring at random",
+                  annotation_position="bottom right")
+    if refer_fraction:
+        fig.add_vline(x=100 * refer_fraction, line_dash="dash", line_color="crimson",
+                      annotation_text=f"calibrate refers {refer_fraction:.0%}", annotation_position="top left")
+    fig.update_layout(title=title, xaxis_title="cases referred to a person (%)", width=600, height=380,
+                      yaxis_title="accuracy on the cases kept", margin=dict(t=60, b=40), showlegend=False)
+    return fig

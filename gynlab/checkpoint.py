@@ -8,7 +8,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from safetensors import safe_open

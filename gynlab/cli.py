@@ -74,9 +74,9 @@ def data_info(name: str, root=None, as_json: bool = False) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/lib/99_cli.ipynb #cl000009
-TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image_size=64, channels=3, batch_size=32, lr=1e-3,
-                      class_weights=None, augment=None, schedule=None, lr_ratio=None, freeze_epochs=0, weight_decay=None,
-                      label_smoothing=0.0, amp=False, channels_last=False)
+TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image_size=64, channels=3, batch_size=32,
+                      lr=1e-3, class_weights=None, augment=None, schedule=None, lr_ratio=None, freeze_epochs=0,
+                      weight_decay=None, label_smoothing=0.0, amp=False, channels_last=False)
 
 def _cmd_train(a) -> int:
     from gynlab.tasks import with_recipe
@@ -85,8 +85,9 @@ def _cmd_train(a) -> int:
     if s["dataset"] is None: raise UsageError("give --dataset (or a --recipe that names one)")
     if s.pop("task") == "segment":
         from gynlab.segment import train_segmenter
-        m = train_segmenter(s["dataset"], epochs=s["epochs"], image_size=s["image_size"], out=a.out, batch_size=s["batch_size"],
-                            lr=s["lr"], seed=a.seed, device=a.device, subset=a.subset, model=s["model"] or "unet",
+        m = train_segmenter(s["dataset"], epochs=s["epochs"], image_size=s["image_size"], out=a.out,
+                            batch_size=s["batch_size"], lr=s["lr"], seed=a.seed, device=a.device, subset=a.subset,
+                            model=s["model"] or "unet",
                             data_root=a.root, progress=not a.quiet, overwrite=a.overwrite)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and abs(v) < float("inf"))
         print(f"validation: {shown}")
@@ -94,12 +95,14 @@ def _cmd_train(a) -> int:
         from gynlab.history import finite
         from gynlab.tasks import train_classifier
         s["model"] = s["model"] or "smallcnn"
-        h = train_classifier(s.pop("dataset"), s.pop("model"), a.out, **s, seed=a.seed, device=a.device, subset=a.subset,
-                             pretrained=a.pretrained, early_stopping=a.patience, target=a.target, recipe=a.recipe,
+        h = train_classifier(s.pop("dataset"), s.pop("model"), a.out, **s, seed=a.seed, device=a.device,
+                             subset=a.subset, pretrained=a.pretrained, early_stopping=a.patience, target=a.target,
+                             recipe=a.recipe,
                              resume=a.resume, overwrite=a.overwrite, num_workers=a.num_workers, data_root=a.root,
                              progress=not a.quiet)
         b = h.best
-        shown = ", ".join(f"{k}={b[k]:.3f}" for k in ("valid_loss", "accuracy", "balanced_accuracy", "auc") if finite(b.get(k)))
+        shown = ", ".join(f"{k}={b[k]:.3f}" for k in ("valid_loss", "accuracy", "balanced_accuracy", "auc")
+                          if finite(b.get(k)))
         print(f"best epoch {h.best_epoch}: {shown}")
     print(f"wrote {Path(a.out) / 'model.safetensors'}, config.json, metrics.json")
     return 0
@@ -109,7 +112,8 @@ def _cmd_predict(a) -> int:
     from gynlab.runs import run_task
     if run_task(a.run) == "segment":
         from gynlab.segment import predict_masks
-        written, skipped = predict_masks(a.run, a.input, a.out, skip_bad=a.skip_bad, device=a.device, recursive=a.recursive)
+        written, skipped = predict_masks(a.run, a.input, a.out, skip_bad=a.skip_bad, device=a.device,
+                                         recursive=a.recursive)
         what = f"wrote {len(written)} masks to {a.out}"
     else:
         from gynlab.tasks import predict_folder
@@ -119,7 +123,9 @@ def _cmd_predict(a) -> int:
     for f, why in skipped: print(f"gynlab predict: skipped: {why}", file=sys.stderr)
     found = Path(a.input).rglob("*") if a.recursive else Path(a.input).iterdir()
     other = [p for p in found if p.is_file() and not is_image_file(p) and not p.name.startswith(".")]
-    if other: print(f"gynlab predict: ignored {len(other)} file(s) without an image extension, e.g. {other[0].name}", file=sys.stderr)
+    if other:
+        print(f"gynlab predict: ignored {len(other)} file(s) without an image extension, e.g. {other[0].name}",
+              file=sys.stderr)
     print(what + (f" ({len(skipped)} unreadable files skipped)" if skipped else ""))
     return 0
 
@@ -128,8 +134,8 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a classifier or a segmenter on a gynlab dataset; writes a run folder",
                        description="Train a model and write OUT/model.safetensors, config.json and metrics.json. "
                                    "Not for clinical use.")
-    p.add_argument("--recipe", default=None, help="start from a measured recipe (see gynlab.tasks.RECIPES: mmotu-classify, "
-                   "mmotu-lesions, hc18); any other flag overrides it")
+    p.add_argument("--recipe", default=None, help="start from a measured recipe (see gynlab.tasks.RECIPES: "
+                   "mmotu-classify, mmotu-lesions, hc18); any other flag overrides it")
     p.add_argument("--task", choices=["classify", "segment"], default=None, help="classify (default) or segment")
     p.add_argument("--dataset", default=None, help="a dataset name (see `gynlab data list`)")
     p.add_argument("--model", default=None, help="classifier (gynlab.models.pretrained.available(); default smallcnn) "
@@ -142,35 +148,46 @@ def _add_train(sub):
     p.add_argument("--lr", type=float, default=None, help="learning rate of the head (default 0.001)")
     p.add_argument("--augment", choices=["ultrasound", "cytology"], default=None, help="augmentation for the modality")
     p.add_argument("--schedule", choices=["onecycle"], default=None, help="learning-rate schedule")
-    p.add_argument("--lr-ratio", type=float, default=None, help="discriminative learning rates: first layers at lr/RATIO")
+    p.add_argument("--lr-ratio", type=float, default=None,
+                   help="discriminative learning rates: first layers at lr/RATIO")
     p.add_argument("--freeze-epochs", type=int, default=None, help="train only the head for this many epochs first")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=None)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="channels-last memory layout")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory layout")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--subset", type=int, default=None, help="use at most N images per split (quick runs)")
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True, help="start from ImageNet weights where the model has them")
-    p.add_argument("--class-weights", choices=["balanced"], default=None, help="weight the loss against class imbalance")
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs); restores the best weights")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="start from ImageNet weights where the model has them")
+    p.add_argument("--class-weights", choices=["balanced"], default=None,
+                   help="weight the loss against class imbalance")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping patience (epochs); restores the best weights")
     p.add_argument("--target", default="label", help="the label column to learn (classification)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted or finished training of OUT from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted or finished training of OUT from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--root", default=None, help="folder holding dataset folders (else $GYNLAB_DATA, ../shared/data, ...)")
+    p.add_argument("--root", default=None,
+                   help="folder holding dataset folders (else $GYNLAB_DATA, ../shared/data, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
     q = sub.add_parser("predict", help="apply a run to a folder of images: a CSV (classifier) or mask PNGs (segmenter)",
-                       description="Predict every JPG/PNG/BMP/TIF in INPUT (subfolders with --recursive). Not for clinical use.")
+                       description="Predict every JPG/PNG/BMP/TIF in INPUT (subfolders with --recursive). "
+                                   "Not for clinical use.")
     q.add_argument("--run", required=True, help="run folder written by `gynlab train`")
     q.add_argument("--input", required=True, help="folder of images (any size and mode)")
-    q.add_argument("--out", required=True, help="CSV file to write (classification) or folder for the mask PNGs (segmentation)")
-    q.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed on stderr) instead of stopping")
+    q.add_argument("--out", required=True,
+                   help="CSV file to write (classification) or folder for the mask PNGs (segmentation)")
+    q.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable images (listed on stderr) instead of stopping")
     q.add_argument("--recursive", action="store_true", help="also read images in subfolders")
     q.add_argument("--device", default=None)
     q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--tta", action="store_true", help="test-time augmentation: average with the left-right mirror (classifiers)")
+    q.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average with the left-right mirror (classifiers)")
     q.set_defaults(func=_cmd_predict)
 
 def _add_data(sub):
@@ -195,15 +212,53 @@ def _cmd_explain(a) -> int:
 
 def _add_explain(sub):
     p = sub.add_parser("explain", help="attribution overlay for one image and a classification run (a PNG)",
-                       description="Explain one prediction with an attribution method (see lesson 50). Not for clinical use.")
+                       description="Explain one prediction with an attribution method (see lesson 50). "
+                                   "Not for clinical use.")
     p.add_argument("--run", required=True, help="classification run folder")
     p.add_argument("--image", required=True, help="image file")
-    p.add_argument("--method", default="gradcam", help="saliency, gradcam (default), integrated_gradients, occlusion, ... "
-                   "(gynlab.interpret.METHODS)")
+    p.add_argument("--method", default="gradcam",
+                   help="saliency, gradcam (default), integrated_gradients, occlusion, ... (gynlab.interpret.METHODS)")
     p.add_argument("--target", default=None, help="class to explain (name or index; default: the predicted class)")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_explain)
+
+# %% ../nbs/lib/99_cli.ipynb #cl000041
+def _cmd_explore(a) -> int:
+    from gynlab.core import check_choice, check_number
+    from gynlab.interpret import METHODS
+    from gynlab.widgets import Explorer
+    check_number("--case", a.case, lo=0, integer=True); check_number("--n", a.n, lo=1, hi=10_000, integer=True)
+    check_choice("--method", a.method, ("all", *METHODS))
+    if a.case >= a.n: raise UsageError(f"--case {a.case}: only {a.n} cases are loaded (raise --n)")
+    ex = Explorer.from_run(a.run, a.dataset, split=a.split, n=a.n, device=a.device, background=False)
+    try:
+        target = "current" if a.target is None else a.target
+        if a.compare: pic = ex.compare_runs(a.compare, case=a.case, method=a.method, target=target)
+        elif a.method == "all": pic = ex.compare_methods(case=a.case, target=target)
+        else:
+            ex.show(case=a.case, method=a.method, target=target)
+            pic = ex.snapshot()
+        if not all(v.ok for v in pic.views): raise UsageError(next(v.message for v in pic.views if not v.ok))
+        pic.save(a.out)
+    finally: ex.close()
+    print(f"{pic.message}\nwrote {a.out}")
+    return 0
+
+def _add_explore(sub):
+    p = sub.add_parser("explore",
+                       help="pictures of the explorer (lesson 51) for a run: one case, all methods, or two runs")
+    p.add_argument("--run", required=True, help="classification or segmentation run folder")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--case", type=int, default=0, help="case number in the run's validation split (default 0)")
+    p.add_argument("--n", type=int, default=32, help="cases to load (default 32)")
+    p.add_argument("--method", default="gradcam", help="an attribution method, or `all` for the fast ones side by side")
+    p.add_argument("--target", default=None, help="class to explain (default: the predicted class)")
+    p.add_argument("--compare", default=None, help="a second run: the same case through both")
+    p.add_argument("--dataset", default=None, help="another dataset than the run's own")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_explore)
 
 # %% ../nbs/lib/99_cli.ipynb #cl000031
 def _cmd_calibrate(a) -> int:
@@ -212,12 +267,14 @@ def _cmd_calibrate(a) -> int:
     if run_task(a.run) == "segment":
         from gynlab.biometry import fit_hc_offset
         d = read_json(fit_hc_offset(a.run, device=a.device, data_root=a.data_root))
-        print(f"head-circumference offset {d['hc_offset_mm']:+.2f} mm (sd {d['sd_mm']:.2f} mm) on {d['n']} training images"
-              + (f", {d['refused']} masks refused" if d.get("refused") else "") + f"\nwrote {Path(a.run) / 'biometry.json'}")
+        print(f"head-circumference offset {d['hc_offset_mm']:+.2f} mm (sd {d['sd_mm']:.2f} mm) "
+              f"on {d['n']} training images"
+              + (f", {d['refused']} masks refused" if d.get("refused") else "")
+              + f"\nwrote {Path(a.run) / 'biometry.json'}")
         return 0
     from gynlab.cad import calibrate_run, format_summary
-    path = calibrate_run(a.run, grouping=a.grouping, sensitivity=a.sensitivity, specificity=a.specificity, refer=a.refer,
-                         folds=a.folds, mc=a.mc, device=a.device, data_root=a.data_root)
+    path = calibrate_run(a.run, grouping=a.grouping, sensitivity=a.sensitivity, specificity=a.specificity,
+                         refer=a.refer, folds=a.folds, mc=a.mc, device=a.device, data_root=a.data_root)
     print(format_summary(read_json(path)["summary"]) + f"\nwrote {path}")
     return 0
 
@@ -237,11 +294,13 @@ def _cmd_biometry(a) -> int:
     return 0
 
 def _add_cad(sub):
-    p = sub.add_parser("calibrate", help="classifier: temperature, operating point, referral cut-off (validation split); "
-                                         "segmenter on hc18: head-circumference offset (training split)")
+    p = sub.add_parser("calibrate",
+                       help="classifier: temperature, operating point, referral cut-off (validation split); "
+                            "segmenter on hc18: head-circumference offset (training split)")
     p.add_argument("--run", required=True, help="run folder written by `gynlab train`")
     p.add_argument("--grouping", default=None, help="decision grouping (mmotu: malignant, neoplasm)")
-    p.add_argument("--sensitivity", type=float, default=None, help="target sensitivity of the operating point (default 0.9)")
+    p.add_argument("--sensitivity", type=float, default=None,
+                   help="target sensitivity of the operating point (default 0.9)")
     p.add_argument("--specificity", type=float, default=None, help="target specificity instead")
     p.add_argument("--refer", type=float, default=0.1, help="share of the most uncertain cases to refer (default 0.1)")
     p.add_argument("--folds", type=int, default=2, help="cross-fitting folds for the honest figures (default 2)")
@@ -249,7 +308,8 @@ def _add_cad(sub):
     p.add_argument("--data-root", default=None); p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_calibrate)
     p = sub.add_parser("report", help="self-contained HTML case report for one image (not for clinical use)")
-    p.add_argument("--run", required=True); p.add_argument("--image", required=True); p.add_argument("--out", required=True)
+    p.add_argument("--run", required=True); p.add_argument("--image", required=True)
+    p.add_argument("--out", required=True)
     p.add_argument("--method", default="gradcam", help="attribution method for the overlay (see `gynlab explain`)")
     p.add_argument("--mc", type=int, default=20, help="Monte-Carlo dropout passes (0: none)")
     p.add_argument("--device", default=None)
@@ -264,7 +324,7 @@ def _add_cad(sub):
     p.set_defaults(func=_cmd_biometry)
 
 # %% ../nbs/lib/99_cli.ipynb #cl000012
-COMMANDS = [_add_data, _add_train, _add_explain, _add_cad]   # each adds its sub-parsers
+COMMANDS = [_add_data, _add_train, _add_explain, _add_explore, _add_cad]   # each adds its sub-parsers
 PLUGIN_MODULES: list[str] = []           # modules with an `_add_cli(subparsers)` of their own
 
 def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:

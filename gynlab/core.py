@@ -71,19 +71,22 @@ def check_number(name: str, value, *, lo=None, hi=None, integer: bool = False, l
 
 def check_choice(name: str, value, choices) -> str:
     "`value` if it is one of `choices`; else a `UsageError` that lists them."
-    if value not in choices: raise UsageError(f"{name}: unknown value {value!r}; choose one of {', '.join(map(str, choices))}")
+    if value not in choices:
+        raise UsageError(f"{name}: unknown value {value!r}; choose one of {', '.join(map(str, choices))}")
     return value
 
 # %% ../nbs/lib/00_core.ipynb #c0a1e012
 def get_device(device: str | torch.device | None = None) -> torch.device:
-    "`device` as a `torch.device`; `None`/'auto' picks CUDA when available; a device this machine lacks is a `UsageError`."
+    """`device` as a `torch.device`; `None`/'auto' picks CUDA when available; a device this machine lacks is a
+    `UsageError`."""
     import torch
     if device is None or device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try: dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise UsageError(f"unknown device {device!r}: use cpu, cuda, cuda:N, mps or auto") from None
     if dev.type == "cuda":
-        if not torch.cuda.is_available(): raise UsageError(f"device {device!r}: no CUDA GPU is available on this machine; use cpu")
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {device!r}: no CUDA GPU is available on this machine; use cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise UsageError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -103,7 +106,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
     return seed
 
 def rng_state() -> dict[str, torch.Tensor]:
-    "Every global random generator's state (Python, NumPy, torch, CUDA) as tensors: a checkpoint stores them without pickle."
+    """Every global random generator's state (Python, NumPy, torch, CUDA) as tensors: a checkpoint stores them without
+    pickle."""
     import torch
     st = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -121,7 +125,8 @@ def set_rng_state(st: dict[str, torch.Tensor]):
     import torch
     torch.set_rng_state(st["torch"].to(torch.uint8).cpu())
     if "cuda" in st and torch.cuda.is_available():
-        for i in range(min(len(st["cuda"]), torch.cuda.device_count())): torch.cuda.set_rng_state(st["cuda"][i].cpu(), i)
+        for i in range(min(len(st["cuda"]), torch.cuda.device_count())):
+            torch.cuda.set_rng_state(st["cuda"][i].cpu(), i)
     a = st["numpy"].numpy()
     np.random.set_state(("MT19937", a[:624].astype(np.uint32), int(a[624]), int(a[625]), float(st["numpy_gauss"][0])))
     g = st["python_gauss"]
@@ -147,7 +152,8 @@ def list_images(folder, recursive: bool = False) -> list[Path]:
     if not folder.exists(): raise DataError(f"input folder {folder} does not exist")
     if not folder.is_dir(): raise DataError(f"{folder} is not a folder")
     found = folder.rglob("*") if recursive else folder.iterdir()
-    files = sorted(p for p in found if is_image_file(p) and not any(s.startswith(".") for s in p.relative_to(folder).parts))
+    files = sorted(p for p in found
+                   if is_image_file(p) and not any(s.startswith(".") for s in p.relative_to(folder).parts))
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}"
                         + ("" if recursive else " (subfolders not searched: add --recursive)"))
@@ -257,7 +263,8 @@ def read_json(path, *, what: str = "JSON file", expect: type | None = dict):
     if not p.is_file(): raise GynlabError(f"{what} {p} is missing")
     try: obj = json.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError: raise GynlabError(f"{what} {p} is not UTF-8 text") from None
-    except json.JSONDecodeError as e: raise GynlabError(f"{what} {p} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    except json.JSONDecodeError as e:
+        raise GynlabError(f"{what} {p} is not valid JSON ({e.msg}, line {e.lineno})") from None
     except OSError as e: raise GynlabError(f"cannot read {what} {p}: {e.strerror}") from None
     if expect is not None and not isinstance(obj, expect):
         raise GynlabError(f"{what} {p} should hold a JSON {'object' if expect is dict else expect.__name__}, "

@@ -174,7 +174,8 @@ def _mmotu_convert(item: tuple, out: Path, image_size: int | None) -> dict:
 
 # %% ../nbs/lib/00_datasets.ipynb #d5e7a013
 def load_mmotu(root, image_size: int | None = None, validate: bool = False, split: str = "grouped"):
-    "MMOTU OTU_2D from `root` (images/, annotations/, labels.csv); `split`: near-duplicates kept together, or the CSV's."
+    """MMOTU OTU_2D from `root` (images/, annotations/, labels.csv); `split`: near-duplicates kept together, or the
+    CSV's."""
     import datasets
     image_size, split = _check_size(image_size), check_choice("split", split, ("grouped", "csv"))
     root = Path(root); csv_path = root / "labels.csv"

@@ -20,7 +20,8 @@ from .train import evaluate, fit
 # %% auto #0
 __all__ = ['DOPPLER_MIN_FRACTION', 'FEATURE_NAMES', 'flow_fractions', 'doppler_fraction', 'is_doppler', 'mmotu_doppler_table',
            'gaussian_blur', 'scanner_shift', 'images_to_tensor', 'GradReverse', 'grad_reverse', 'dann_lambda', 'DANN',
-           'dann_step', 'train_dann', 'adabn', 'handcrafted_features', 'mmotu_doppler_split', 'domain_gap']
+           'dann_step', 'train_dann', 'adabn', 'handcrafted_features', 'mmotu_domains', 'mmotu_doppler_split',
+           'domain_gap']
 
 # %% ../nbs/21_domain.ipynb #5c27fe49
 def _rgb_array(image, max_side: int = 256) -> np.ndarray:
@@ -219,20 +220,30 @@ def handcrafted_features(x: torch.Tensor, dark: float = 0.15) -> np.ndarray:
     return np.asarray(torch.tensor(out))
 
 # %% ../nbs/21_domain.ipynb #744a65e2
-def mmotu_doppler_split(root=None, image_size: int = 64) -> dict:
-    """MMOTU as tensors split by domain: grey-scale train (source), grey-scale validation, and all colour-Doppler
-    images (target; never used with labels for training). Returns dict of (x (N,3,S,S), y) pairs."""
+def mmotu_domains(root=None) -> dict[str, list[str]]:
+    """MMOTU file names by domain, on the loader's leak-free split: grey-scale `grey_train` (source) and `grey_valid`,
+    and every colour-Doppler image (`doppler`, the target). A grey-scale training image whose near-duplicate cluster
+    (`group`) holds a Doppler image is left out, so that no target image has a near-twin among the source images."""
     from gynlab.data import load
-    table = mmotu_doppler_table(root)
-    ds = load("mmotu", root=root, image_size=image_size)
-    out = {}
-    for name, split, want in (("grey_train", "train", False), ("grey_valid", "validation", False),
-                              ("doppler_train", "train", True), ("doppler_valid", "validation", True)):
-        sub = ds[split].select([i for i, f in enumerate(ds[split]["file"]) if table[f][1] == want])
-        out[name] = images_to_tensor(sub, image_size, channels=3)
-    out["doppler"] = tuple(torch.cat(t) for t in zip(out.pop("doppler_train"), out.pop("doppler_valid")))
-    return out
+    table, ds = mmotu_doppler_table(root), load("mmotu", root=root)
+    rows = [(s, f, g, table[f][1]) for s in ds for f, g in zip(ds[s]["file"], ds[s]["group"])]
+    doppler_groups = {g for _, _, g, d in rows if d}
+    return {"grey_train": [f for s, f, g, d in rows if s == "train" and not d and g not in doppler_groups],
+            "grey_valid": [f for s, f, g, d in rows if s == "validation" and not d],
+            "doppler": [f for s, f, g, d in rows if d]}
 
+def mmotu_doppler_split(root=None, image_size: int = 64) -> dict:
+    """MMOTU as tensors by domain (`mmotu_domains`): {'grey_train', 'grey_valid', 'doppler'} → (x (N,3,S,S), y).
+    The Doppler images are the target: their labels are never used for training."""
+    import datasets
+    from gynlab.data import load
+    ds = load("mmotu", root=root, image_size=image_size)
+    rows = datasets.concatenate_datasets([ds[s] for s in ds])
+    at = {f: i for i, f in enumerate(rows["file"])}
+    return {k: images_to_tensor(rows.select([at[f] for f in files]), image_size, channels=3)
+            for k, files in mmotu_domains(root).items()}
+
+# %% ../nbs/21_domain.ipynb #744a65e3
 def domain_gap(xs, ys, xt, xt_test, yt_test, xs_test, ys_test, *, n_classes: int, epochs: int = 12, seed: int = 0,
                width: int = 8, device=None) -> dict:
     """Train a source-only and a DANN model on labelled source (xs, ys) and unlabelled target images `xt`; return

@@ -31,7 +31,8 @@ class History:
     @property
     def columns(self) -> list[str]:
         "Names of the scalar columns (metrics, losses, lr, time)."
-        return [k for k in dict.fromkeys(k for r in self.records for k in r) if any(finite(r.get(k)) for r in self.records)]
+        return [k for k in dict.fromkeys(k for r in self.records for k in r)
+                if any(finite(r.get(k)) for r in self.records)]
 
     @property
     def best_epoch(self) -> int | None:
@@ -39,7 +40,8 @@ class History:
         best = None
         for r in self.records:
             v = r.get(self.monitor)
-            if finite(v) and (best is None or (v < best[0] if self.mode == "min" else v > best[0])): best = (v, r["epoch"])
+            if finite(v) and (best is None or (v < best[0] if self.mode == "min" else v > best[0])):
+                best = (v, r["epoch"])
         return None if best is None else best[1]
 
     @property
@@ -69,7 +71,8 @@ def _repr(self: History) -> str:
     cols = [c for c in self.columns if c not in ("lr", "time_s")]
     w = {c: max(10, len(c)) for c in cols}
     rows = [" ".join(f"{c:>{w[c]}}" for c in cols)]
-    rows += [" ".join(f"{r['epoch']:>{w[c]}d}" if c == "epoch" else f"{r.get(c, float('nan')):>{w[c]}.4g}" for c in cols)
+    rows += [" ".join(f"{r['epoch']:>{w[c]}d}" if c == "epoch" else f"{r.get(c, float('nan')):>{w[c]}.4g}"
+                      for c in cols)
              for r in self.records]
     return (f"History({len(self)} epochs, monitor={self.monitor!r} ({self.mode}), best epoch={self.best_epoch}"
             + (", stopped early" if self.stopped_early else "") + ")\n" + "\n".join(rows))
@@ -81,7 +84,8 @@ def _plot(self: History, metrics: list[str] | None = None, title: str = "Learnin
     cols = [c for c in self.columns if c not in ("epoch", "lr", "time_s")]
     losses = [c for c in cols if c.endswith("loss")]
     others = metrics if metrics is not None else [c for c in cols if not c.endswith("loss")]
-    fig = make_subplots(rows=1, cols=2 if others else 1, subplot_titles=("loss", "validation metrics")[: 2 if others else 1])
+    fig = make_subplots(rows=1, cols=2 if others else 1,
+                        subplot_titles=("loss", "validation metrics")[: 2 if others else 1])
     ep = self["epoch"]
     for c in losses: fig.add_trace(go.Scatter(x=ep, y=self[c], name=c, mode="lines+markers"), row=1, col=1)
     for c in others: fig.add_trace(go.Scatter(x=ep, y=self[c], name=c, mode="lines+markers"), row=1, col=2)

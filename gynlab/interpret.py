@@ -109,6 +109,16 @@ class _NoInplace:
     def __exit__(self, *a):
         for m in self.mods: m.inplace = True
 
+def _baselines(x: torch.Tensor, baseline, method: str):
+    """IG/Occlusion: one baseline per image (None: 0 for IG; Occlusion fills with 0). GradientSHAP: a distribution
+    (N,C,H,W) to draw from: `baseline` if 4-D, else that one image; None: 8 N(0, 1) noise images."""
+    if method == "gradient_shap":
+        if baseline is None: return torch.randn(8, *x.shape[1:], dtype=x.dtype, device=x.device)
+        b = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+        return b.contiguous() if b.ndim == 4 else b.expand_as(x[:1]).contiguous()
+    if baseline is None: return torch.zeros_like(x) if method == "integrated_gradients" else None
+    return torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x).contiguous()
+
 def _reduce(a: torch.Tensor, reduce):
     if reduce is None: return a
     if reduce == "sum": return a.sum(1)
@@ -133,13 +143,11 @@ def _attribute(ca, model, x, tgt, method, layer, base, batch_size, **kw):
         return ca.NoiseTunnel(ca.Saliency(model)).attribute(
             x, target=tgt, nt_type="smoothgrad", nt_samples=kw.pop("nt_samples", 10), stdevs=kw.pop("stdevs", 0.15),
             nt_samples_batch_size=batch_size, **kw)
-    if method == "gradient_shap":
-        n = kw.pop("n_samples", 16)
+    if method == "gradient_shap":                                  # base: the baseline distribution (N,C,H,W)
+        n, sd = kw.pop("n_samples", 16), kw.pop("stdevs", 0.1)
         gs, chunk = ca.GradientShap(model), max(1, batch_size // n)      # no internal batching: chunk the images
-        baselines = base[:1] if base.shape[0] == B else base
-        return torch.cat([gs.attribute(x[i:i + chunk], baselines=baselines, target=tgt[i:i + chunk], n_samples=n,
-                                       stdevs=kw.get("stdevs", 0.0), **{k: v for k, v in kw.items() if k != "stdevs"})
-                          for i in range(0, B, chunk)])
+        return torch.cat([gs.attribute(x[i:i + chunk], baselines=base, target=tgt[i:i + chunk], n_samples=n,
+                                       stdevs=sd, **kw) for i in range(0, B, chunk)])
     if method == "occlusion":
         w = kw.pop("window", max(4, H // 8))
         s = kw.pop("stride", max(1, w // 2))
@@ -172,9 +180,7 @@ def attribute(model: nn.Module, x: torch.Tensor, target=None, method: str = "sal
                 return out[0] if single else out
             model = SegmentationScore(model, region)
         tgt = _targets(model, x, target)
-        base = None if baseline is None else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
-        if base is not None: base = base.contiguous()
-        if base is None and method in ("integrated_gradients", "gradient_shap"): base = torch.zeros_like(x)
+        base = _baselines(x, baseline, method)
         with _NoInplace(model), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(did not already require gradients|Setting backward hooks).*")
             a = _attribute(ca, model, x, tgt, method, layer, base, batch_size, **kw)
@@ -191,13 +197,13 @@ def attribution_in_mask(attr: torch.Tensor, mask: torch.Tensor, kind: str = "abs
     m = torch.as_tensor(mask, device=attr.device).bool().expand_as(a)
     return (a * m).flatten(1).sum(1) / a.flatten(1).sum(1).clamp_min(1e-12)
 
-# %% ../nbs/50_interpret.ipynb #31a98289
 def plot_attributions(img: torch.Tensor, maps: dict, title: str = "", mask: torch.Tensor | None = None):
     "One plotly row: the image (C,H,W in [0,1]), then each method's (H,W) map (abs-normalised); `mask` outlined."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     names = list(maps)
     fig = make_subplots(1, len(names) + 1, subplot_titles=["image"] + names, horizontal_spacing=0.01)
+    fig.update_annotations(font_size=10)                       # long method names must not overlap at 130 px
     rgb = (img.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
     fig.add_trace(go.Image(z=rgb), 1, 1)
     for j, n in enumerate(names, start=2):

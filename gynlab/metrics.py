@@ -19,7 +19,8 @@ def _binary(m, what: str = "mask") -> np.ndarray:
     if torch.is_tensor(m): m = m.detach().cpu().numpy()
     m = np.asarray(m)
     if m.dtype != bool and not np.isin(m, (0, 1)).all():
-        raise UsageError(f"{what} must be binary (0/1 or bool), got values {np.unique(m)[:6]}: use `mask == class_index`")
+        raise UsageError(f"{what} must be binary (0/1 or bool), got values {np.unique(m)[:6]}: "
+                         "use `mask == class_index`")
     return m.astype(bool)
 
 def dice(pred, truth) -> float:
@@ -49,7 +50,8 @@ def surface_distances(a, b, spacing=1.0) -> np.ndarray:
     return ndimage.distance_transform_edt(~eb, sampling=sp)[ea]
 
 def hd95(pred, truth, spacing=1.0, percentile: float = 95.0) -> float:
-    "Symmetric `percentile` Hausdorff distance between mask boundaries (pixels, or mm via `spacing`); 0 if both empty, inf if one is."
+    """Symmetric `percentile` Hausdorff distance between mask boundaries (pixels, or mm via `spacing`); 0 if both empty,
+    inf if one is."""
     p, g = _binary(pred, "pred"), _binary(truth, "truth")
     if p.shape != g.shape: raise UsageError(f"pred and truth differ in shape: {p.shape} vs {g.shape}")
     if not p.any() and not g.any(): return 0.0
@@ -59,15 +61,18 @@ def hd95(pred, truth, spacing=1.0, percentile: float = 95.0) -> float:
 
 # %% ../nbs/31_seg_metrics.ipynb #eedf565c
 def per_class_scores(pred, truth, n_classes: int, spacing=None, include_background: bool = False) -> dict:
-    "Dice and IoU (and HD95 if `spacing` is given) of each class of two integer masks: {'dice': [..], 'iou': [..], ...}."
+    """Dice and IoU (and HD95 if `spacing` is given) of each class of two integer masks:
+    {'dice': [..], 'iou': [..], ...}."""
     pred, truth = np.asarray(torch.as_tensor(pred).cpu()), np.asarray(torch.as_tensor(truth).cpu())
     cls = range(0 if include_background else 1, n_classes)
-    out = {"classes": list(cls), "dice": [dice(pred == c, truth == c) for c in cls], "iou": [iou(pred == c, truth == c) for c in cls]}
+    out = {"classes": list(cls), "dice": [dice(pred == c, truth == c) for c in cls],
+           "iou": [iou(pred == c, truth == c) for c in cls]}
     if spacing is not None: out["hd95"] = [hd95(pred == c, truth == c, spacing) for c in cls]
     return out
 
 def segmentation_metrics(outputs, targets, class_names=None) -> dict:
-    "For `fit(metrics=...)`: mean foreground Dice and IoU over images, and Dice per class, from logits (N,C,H,W) and masks (N,H,W)."
+    """For `fit(metrics=...)`: mean foreground Dice and IoU over images, and Dice per class, from logits (N,C,H,W) and
+    masks (N,H,W)."""
     o, t = torch.as_tensor(outputs), torch.as_tensor(targets).long()
     C = o.shape[1]
     pred = o.argmax(1)
@@ -96,7 +101,8 @@ def largest_component(mask) -> np.ndarray:
     return ndimage.binary_fill_holes(keep)
 
 def fit_ellipse(mask, spacing=1.0) -> dict:
-    "Ellipse with the same area moments as a filled mask: centre (row, col), semi-axes a >= b and angle, in units of `spacing`."
+    """Ellipse with the same area moments as a filled mask: centre (row, col), semi-axes a >= b and angle, in units of
+    `spacing`."""
     m = _binary(mask)
     if m.sum() < 3: raise UsageError(f"cannot fit an ellipse to a mask with {int(m.sum())} pixels")
     sp = np.broadcast_to(np.asarray(spacing, dtype=float), (2,))
@@ -121,14 +127,16 @@ def _image_batch(x, name: str = "x") -> torch.Tensor:
     "A float tensor (B, C, H, W) from a (H, W), (C, H, W) or (B, C, H, W) tensor or array."
     if isinstance(x, np.ndarray): x = torch.from_numpy(x)
     if not torch.is_tensor(x): raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
-    if x.ndim not in (2, 3, 4): raise ValueError(f"{name} must be (H,W), (C,H,W) or (B,C,H,W), got shape {tuple(x.shape)}")
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"{name} must be (H,W), (C,H,W) or (B,C,H,W), got shape {tuple(x.shape)}")
     x = x.float()
     while x.ndim < 4: x = x[None]
     return x
 
 def _image_pair(x, y):
     x, y = _image_batch(x, "x"), _image_batch(y, "y")
-    if x.shape != y.shape: raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     return x, y.to(x.device)
 
 def _reduce(v: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -145,10 +153,12 @@ def psnr(x, y, data_range: float = 1.0, reduction: str = "mean") -> torch.Tensor
 # %% ../nbs/70_generative.ipynb #5496807d
 def ssim(x, y, data_range: float = 1.0, win_size: int = 7, k1: float = 0.01, k2: float = 0.03,
          reduction: str = "mean") -> torch.Tensor:
-    "Structural similarity (Wang et al. 2004) with a uniform `win_size` window, as `skimage.metrics.structural_similarity`."
+    ("Structural similarity (Wang et al. 2004) with a uniform `win_size` window, "
+     "as `skimage.metrics.structural_similarity`.")
     x, y = _image_pair(x, y)
     if win_size % 2 == 0 or win_size < 3: raise ValueError(f"win_size must be odd and >= 3, got {win_size}")
-    if min(x.shape[-2:]) < win_size: raise ValueError(f"images of size {tuple(x.shape[-2:])} are smaller than win_size={win_size}")
+    if min(x.shape[-2:]) < win_size:
+        raise ValueError(f"images of size {tuple(x.shape[-2:])} are smaller than win_size={win_size}")
     mean = lambda t: F.avg_pool2d(t, win_size, stride=1)      # local means over every full window ('valid')
     ux, uy = mean(x), mean(y)
     cov = win_size ** 2 / (win_size ** 2 - 1)                 # sample (not population) covariance, as skimage
@@ -160,17 +170,20 @@ def ssim(x, y, data_range: float = 1.0, win_size: int = 7, k1: float = 0.01, k2:
 
 # %% ../nbs/70_generative.ipynb #57aab2f0
 def mmd2(fx, fy, bandwidth: float | None = None) -> float:
-    "Unbiased squared maximum mean discrepancy between feature sets `fx` (n, F) and `fy` (m, F), Gaussian kernel (median-heuristic bandwidth)."
+    ("Unbiased squared maximum mean discrepancy between feature sets `fx` (n, F) and `fy` (m, F), "
+     "Gaussian kernel (median-heuristic bandwidth).")
     fx, fy = torch.as_tensor(fx).double(), torch.as_tensor(fy).double()
     if fx.ndim != 2 or fy.ndim != 2 or fx.shape[1] != fy.shape[1]:
-        raise ValueError(f"features must be (n, F) and (m, F) with the same F, got {tuple(fx.shape)} and {tuple(fy.shape)}")
+        raise ValueError("features must be (n, F) and (m, F) with the same F, "
+                         f"got {tuple(fx.shape)} and {tuple(fy.shape)}")
     n, m = len(fx), len(fy)
     if n < 2 or m < 2: raise ValueError("need at least 2 samples in each set")
     d2 = torch.cdist(torch.cat([fx, fy]), torch.cat([fx, fy])) ** 2
     if bandwidth is None: bandwidth = float(d2[d2 > 0].median().sqrt()) if (d2 > 0).any() else 1.0
     k = torch.exp(-d2 / (2 * bandwidth ** 2))
     kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
-    return float((kxx.sum() - kxx.diag().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+    return float((kxx.sum() - kxx.diag().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1))
+                 - 2 * kxy.mean())
 
 # %% ../nbs/70_generative.ipynb #gn000002
 def _features(f, name: str) -> np.ndarray:
@@ -179,7 +192,8 @@ def _features(f, name: str) -> np.ndarray:
     return a.reshape(len(a), -1)
 
 def two_sample_test(fx, fy, *, classifier=None, folds: int = 5, seed: int = 0) -> float:
-    "Classifier two-sample test: cross-validated accuracy telling `fx` from `fy` (rows: samples; 0.5 indistinguishable, 1 told apart)."
+    ("Classifier two-sample test: cross-validated accuracy telling `fx` from `fy` "
+     "(rows: samples; 0.5 indistinguishable, 1 told apart).")
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline

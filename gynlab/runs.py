@@ -9,7 +9,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
@@ -28,10 +27,12 @@ def _bad(where, msg): return RunError(f"{where}: {msg}")
 
 def _num_list(cfg, key, n, where, positive=False):
     v = cfg.get(key)
-    if not isinstance(v, list) or len(v) != n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+    if (not isinstance(v, list) or len(v) != n
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
         raise _bad(where, f"'{key}' must be a list of {n} numbers (one per channel), got {v!r}")
     if not all(abs(x) < float("inf") for x in v): raise _bad(where, f"'{key}' holds a non-finite value: {v}")
-    if positive and not all(x > 0 for x in v): raise _bad(where, f"'{key}' must be > 0 (a zero would divide by zero), got {v}")
+    if positive and not all(x > 0 for x in v):
+        raise _bad(where, f"'{key}' must be > 0 (a zero would divide by zero), got {v}")
 
 def check_config(cfg, where="config.json") -> dict:
     "`cfg` if it describes a usable run (task, model, classes, image size, channels, normalisation); else a `RunError`."
@@ -42,9 +43,11 @@ def check_config(cfg, where="config.json") -> dict:
     for k in ("model", "classes", "image_size", "channels", "mean", "std"):
         if k not in cfg: raise _bad(where, f"the field '{k}' is missing")
     models = SEG_MODELS if task == "segment" else tuple(available())
-    if cfg["model"] not in models: raise _bad(where, f"unknown {task} model {cfg['model']!r} (known: {', '.join(models)})")
+    if cfg["model"] not in models:
+        raise _bad(where, f"unknown {task} model {cfg['model']!r} (known: {', '.join(models)})")
     cl = cfg["classes"]
-    if not isinstance(cl, list) or len(cl) < 2 or not all(isinstance(c, str) and c for c in cl) or len(set(cl)) != len(cl):
+    if (not isinstance(cl, list) or len(cl) < 2 or not all(isinstance(c, str) and c for c in cl)
+            or len(set(cl)) != len(cl)):
         raise _bad(where, f"'classes' must list at least 2 distinct class names, got {cl!r}")
     s = cfg["image_size"]
     if not isinstance(s, int) or isinstance(s, bool) or not 8 <= s <= MAX_IMAGE_SIZE:
@@ -72,7 +75,8 @@ def read_config(run) -> dict:
     if not run.is_dir(): raise RunError(f"{run} is not a folder (a run is a folder written by `gynlab train`)")
     if not (run / "config.json").is_file():
         partial = run.parent / f".{run.name}.partial"
-        hint = f" (an interrupted training waits in {partial}: resume it with `gynlab train ... --out {run} --resume`)" if partial.is_dir() else ""
+        hint = (f" (an interrupted training waits in {partial}: resume it with `gynlab train ... --out {run} --resume`)"
+                if partial.is_dir() else "")
         raise RunError(f"{run} is not a gynlab run: config.json is missing{hint}")
     try: cfg = read_json(run / "config.json", what="run config")
     except GynlabError as e: raise RunError(str(e)) from None
@@ -98,7 +102,8 @@ def load_run(run, device=None, task: str | None = None) -> tuple[nn.Module, dict
     cfg = read_config(run)
     if task is not None and cfg.get("task", "classify") != task:
         raise RunError(f"{run} is a {cfg.get('task', 'classify')} run, not a {task} run")
-    if not (run / "model.safetensors").is_file(): raise RunError(f"{run} is not a complete run: model.safetensors is missing")
+    if not (run / "model.safetensors").is_file():
+        raise RunError(f"{run} is not a complete run: model.safetensors is missing")
     net = build_model(cfg)
     load_checkpoint(run / "model.safetensors", net)
     return net.to(get_device(device)).eval(), cfg
@@ -150,7 +155,8 @@ class RunWriter:
         if busy and not (o / "config.json").is_file():
             raise OutputError(f"--out {o} holds files that are not a gynlab run: choose a new or empty folder")
         if busy and not (self.overwrite or self.resume):
-            raise OutputError(f"--out {o} already holds a gynlab run: pass --overwrite to replace it or --resume to continue it")
+            raise OutputError(f"--out {o} already holds a gynlab run: "
+                              "pass --overwrite to replace it or --resume to continue it")
 
     def check(self) -> RunWriter:
         "Everything that can be refused before any data is read or any file written (also done on entering)."
@@ -159,7 +165,8 @@ class RunWriter:
         self._check_out()
         if self.resume and not ((self.dir / "checkpoints" / "last.safetensors").is_file()
                                 or (self.out / "checkpoints" / "last.safetensors").is_file()):
-            raise RunError(f"cannot resume {self.out}: there is no checkpoint in {self.out / 'checkpoints'} or {self.dir}")
+            raise RunError(f"cannot resume {self.out}: "
+                           f"there is no checkpoint in {self.out / 'checkpoints'} or {self.dir}")
         if not self.resume and self.dir.exists() and not self.overwrite:
             raise RunError(f"an interrupted training of {self.out} waits in {self.dir}: resume it (--resume) or "
                            "discard it (--overwrite)")
@@ -185,7 +192,8 @@ class RunWriter:
         _lock(self.lockfile, self.out)
         try:
             try: self._prepare(); (self.dir / ".ready").touch()
-            except OSError as e: raise OutputError(f"cannot write the run folder {self.out}: {e.strerror} ({e.filename})") from None
+            except OSError as e:
+                raise OutputError(f"cannot write the run folder {self.out}: {e.strerror} ({e.filename})") from None
         except BaseException:
             self.lockfile.unlink(missing_ok=True); raise
         return self

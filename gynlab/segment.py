@@ -16,7 +16,7 @@ from .checkpoint import save_weights
 from .core import (DataError, OutputError, UsageError, atomic_path, check_number, get_device, list_images,
                          seed_everything, versions, write_json)
 from .runs import MAX_IMAGE_SIZE, SEG_MODELS, RunWriter, build_model, load_run
-from .tasks import display_name, read_images, validation_split
+from .tasks import read_images, validation_split
 from .train import fit
 
 # %% auto #0
@@ -26,8 +26,8 @@ __all__ = ['MASK_CLASSES', 'DEFAULT_TARGET', 'segmentation_data', 'predict_split
 # %% ../nbs/lib/12_segment.ipynb #sg000007
 MASK_CLASSES = {
     ("mmotu", "lesion_mask"): ["background", "lesion"],
-    ("mmotu", "mask"): ["background", "Chocolate_Cyst", "Serous_Cystadenoma", "Teratoma", "Theca_Cell_Tumor", "Simple_Cyst",
-                        "Ovary_Normal", "Mucinous_Cystadenoma", "High-grade_Serous_Cystadenoma"],
+    ("mmotu", "mask"): ["background", "Chocolate_Cyst", "Serous_Cystadenoma", "Teratoma", "Theca_Cell_Tumor",
+                        "Simple_Cyst", "Ovary_Normal", "Mucinous_Cystadenoma", "High-grade_Serous_Cystadenoma"],
     ("hc18", "mask"): ["background", "fetal head"],
     ("isbi2014", "mask"): ["background", "nucleus"],
     ("phantom-uterus-mri", "mask"): ["background", "myometrium", "endometrium", "fibroid"],
@@ -54,12 +54,14 @@ def segmentation_data(dataset: str, *, image_size: int = 64, target: str | None 
     "(train split, validation split, info dict) for segmenting `dataset`; `subset` caps each split."
     from gynlab.data import card, load
     c = card(dataset)
-    if not any(t.startswith("segment") for t in c.tasks): raise UsageError(f"{dataset} has no segmentation task (tasks: {', '.join(c.tasks)})")
+    if not any(t.startswith("segment") for t in c.tasks):
+        raise UsageError(f"{dataset} has no segmentation task (tasks: {', '.join(c.tasks)})")
     kw = {"image_size": image_size}
     if not c.real: kw.update(seed=seed, **({"n": max(4 * subset, 40)} if subset else {}))
     train, valid = _splits(load(dataset, root=data_root, **kw), seed)
     target = target or DEFAULT_TARGET.get(dataset, "mask")
-    if target not in train.column_names: raise UsageError(f"{dataset} has no mask column {target!r} (columns: {train.column_names})")
+    if target not in train.column_names:
+        raise UsageError(f"{dataset} has no mask column {target!r} (columns: {train.column_names})")
     if subset:
         train = train.shuffle(seed=seed).select(range(min(subset, len(train))))
         valid = valid.shuffle(seed=seed).select(range(min(subset, len(valid))))
@@ -79,7 +81,8 @@ def predict_split(net: nn.Module, split, info: dict, *, mean=None, std=None, dev
     for i in range(0, len(ds), batch_size):
         x, y = zip(*(ds[j] for j in range(i, min(i + batch_size, len(ds)))))
         x = torch.stack(x)
-        ps.append(net(x.to(dev)).argmax(1).cpu()); xs.append(denormalize(x, mean, std).clamp(0, 1)); ys.append(torch.stack(y))
+        ps.append(net(x.to(dev)).argmax(1).cpu()); xs.append(denormalize(x, mean, std).clamp(0, 1))
+        ys.append(torch.stack(y))
     return torch.cat(xs), torch.cat(ps), torch.cat(ys)
 
 def _case_row(i, pred, truth, split, cols, n_classes):
@@ -90,17 +93,19 @@ def _case_row(i, pred, truth, split, cols, n_classes):
     if "pixel_size_mm" in cols:
         px = float(split[i]["pixel_size_mm"]); r["hd95_mm"] = r["hd95_px"] * px
         if "head_circumference_mm" in cols:
-            r.update(hc_true_mm=float(split[i]["head_circumference_mm"]), hc_pred_mm=head_circumference(pred.numpy() == 1, px),
+            r.update(hc_true_mm=float(split[i]["head_circumference_mm"]),
+                     hc_pred_mm=head_circumference(pred.numpy() == 1, px),
                      hc_from_truth_mask_mm=head_circumference(truth.numpy() == 1, px))
     return r
 
-def evaluate_segmenter(net: nn.Module, split, info: dict, *, mean=None, std=None, device=None) -> tuple[dict, list[dict]]:
+def evaluate_segmenter(net: nn.Module, split, info: dict, *, mean=None, std=None,
+                       device=None) -> tuple[dict, list[dict]]:
     "(summary, per-case rows): Dice, IoU, HD95 (px, and mm when the split has pixel_size_mm), HC error for HC18."
     _, pred, truth = predict_split(net, split, info, mean=mean, std=std, device=device)
     rows = [_case_row(i, pred[i], truth[i], split, split.column_names, info["n_classes"]) for i in range(len(pred))]
     hd = np.array([r["hd95_px"] for r in rows])
-    summ = {"n": len(rows), "dice": float(np.mean([r["dice"] for r in rows])), "iou": float(np.mean([r["iou"] for r in rows])),
-            "hd95_px_median": float(np.median(hd)),
+    summ = {"n": len(rows), "dice": float(np.mean([r["dice"] for r in rows])),
+            "iou": float(np.mean([r["iou"] for r in rows])), "hd95_px_median": float(np.median(hd)),
             "hd95_px_mean_finite": float(np.mean(hd[np.isfinite(hd)])) if np.isfinite(hd).any() else float("nan"),
             "hd95_infinite": int((~np.isfinite(hd)).sum())}
     if rows and "hc_pred_mm" in rows[0]:
@@ -116,29 +121,36 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
                     model: str = "unet", base: int = 16, depth: int = 4, data_root=None, progress: bool = True,
                     overwrite: bool = False, return_model: bool = False):
     """Train a U-Net (or attention U-Net) with Dice + cross-entropy on `dataset` and score its validation split;
-    with `out`, write a run folder (task 'segment'). Returns the metrics (and the model and rows with `return_model`)."""
+    with `out`, write a run folder (task 'segment'). Returns the metrics (and the model and rows with
+    `return_model`)."""
     from gynlab.metrics import segmentation_metrics
     from gynlab.models.unet import DiceCELoss
     from gynlab.transforms import to_torch
     if model not in SEG_MODELS: raise UsageError(f"unknown segmentation model {model!r}: use {' or '.join(SEG_MODELS)}")
     check_number("--epochs", epochs, lo=1, hi=10_000, integer=True)
     check_number("--image-size", image_size, lo=16, hi=MAX_IMAGE_SIZE, integer=True)
-    check_number("--batch-size", batch_size, lo=1, hi=4096, integer=True); check_number("--lr", lr, lo=0, hi=10, lo_open=True)
+    check_number("--batch-size", batch_size, lo=1, hi=4096, integer=True)
+    check_number("--lr", lr, lo=0, hi=10, lo_open=True)
     check_number("--subset", subset, lo=1, integer=True, none_ok=True); get_device(device)
-    if image_size % 2 ** depth: raise UsageError(f"--image-size must be a multiple of {2 ** depth} for a U-Net of depth {depth}")
+    if image_size % 2 ** depth:
+        raise UsageError(f"--image-size must be a multiple of {2 ** depth} for a U-Net of depth {depth}")
     writer = RunWriter(out, overwrite=overwrite).check() if out is not None else None
     t0, w0 = time.process_time(), time.perf_counter()
-    train, valid, info = segmentation_data(dataset, image_size=image_size, target=target, subset=subset, seed=seed, data_root=data_root)
+    train, valid, info = segmentation_data(dataset, image_size=image_size, target=target, subset=subset, seed=seed,
+                                           data_root=data_root)
     mean, std = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if info["channels"] == 3 else ([0.5], [0.5])
-    tr, va = (to_torch(s, image_size, info["channels"], info["target"], mean=mean, std=std, cache=True) for s in (train, valid))
-    cfg = {"task": "segment", "model": model, "base": base, "depth": depth, **info, "mean": mean, "std": std, "letterbox": True,
-           "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "subset": subset, "versions": versions()}
+    tr, va = (to_torch(s, image_size, info["channels"], info["target"], mean=mean, std=std, cache=True)
+              for s in (train, valid))
+    cfg = {"task": "segment", "model": model, "base": base, "depth": depth, **info, "mean": mean, "std": std,
+           "letterbox": True, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "subset": subset,
+           "versions": versions()}
     seed_everything(seed)
     net = build_model(cfg)
     names = info["classes"]
     def run(ckpt=None):
         h = fit(net, tr, va, epochs=epochs, lr=lr, batch_size=batch_size, loss=DiceCELoss(), checkpoint_dir=ckpt,
-                metrics=lambda o, t: segmentation_metrics(o, t, names), monitor="dice", seed=seed, device=device, progress=progress)
+                metrics=lambda o, t: segmentation_metrics(o, t, names), monitor="dice", seed=seed, device=device,
+                progress=progress)
         summary, rows = evaluate_segmenter(net, valid, info, mean=mean, std=std, device=device)
         return {**summary, "history": h.records, "n_train": len(train), "n_valid": len(valid),
                 "cpu_s": round(time.process_time() - t0, 1), "wall_s": round(time.perf_counter() - w0, 1)}, rows
@@ -167,7 +179,9 @@ def segment_image(net: nn.Module, im, cfg: dict, device=None) -> np.ndarray:
     x = to_unit(im, None, cfg["channels"])                              # (C, H, W) in [0, 1], any input mode
     H, W = x.shape[-2:]
     if cfg.get("letterbox", True): x, (h, w) = letterbox(x, cfg["image_size"])
-    else: x, (h, w) = F.interpolate(x[None], size=(cfg["image_size"],) * 2, mode="bilinear", align_corners=False)[0], (cfg["image_size"],) * 2
+    else:
+        x = F.interpolate(x[None], size=(cfg["image_size"],) * 2, mode="bilinear", align_corners=False)[0]
+        h, w = (cfg["image_size"],) * 2
     x = normalize(x, cfg["mean"], cfg["std"])[None]
     dev = next(net.parameters(), torch.zeros(0)).device if device is None else get_device(device)
     logits = net(x.to(dev)).float()[..., :h, :w]                       # drop the padding
@@ -178,16 +192,19 @@ def _mask_names(files, folder: Path) -> list[Path]:
     "Output names: the image's relative path with .png; `a.jpg` and `a.png` side by side keep their full names."
     rel = [f.relative_to(folder) for f in files]
     stems = [r.with_suffix("") for r in rel]
-    return [s.with_name(s.name + ".png") if stems.count(s) == 1 else r.with_name(r.name + ".png") for r, s in zip(rel, stems)]
+    return [s.with_name(s.name + ".png") if stems.count(s) == 1 else r.with_name(r.name + ".png")
+            for r, s in zip(rel, stems)]
 
 def predict_masks(run, folder, out_dir, *, skip_bad: bool = False, device=None,
                   recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
     "Write one PNG mask per image of `folder` into `out_dir` (same size as the image); (written paths, skipped files)."
     from PIL import Image
     folder, out_dir = Path(folder), Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir(): raise OutputError(f"--out {out_dir} is a file: give a folder for the masks")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file: give a folder for the masks")
     if out_dir.resolve() == folder.resolve() or (recursive and out_dir.resolve().is_relative_to(folder.resolve())):
-        raise OutputError(f"--out {out_dir} is the input folder (or inside it): masks would mix with or replace the images")
+        raise OutputError(f"--out {out_dir} is the input folder (or inside it): "
+                          "masks would mix with or replace the images")
     net, cfg = load_run(run, device, task="segment")
     ok, skipped = read_images(list_images(folder, recursive), skip_bad=skip_bad)   # read everything first
     if not ok: raise DataError(f"none of the images in {folder} could be read")

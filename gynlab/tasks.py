@@ -8,7 +8,6 @@ import csv
 import io
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .core import (BadImageError, DataError, UsageError, atomic_write, check_number, check_output, get_device,
@@ -56,12 +55,13 @@ def mean_std(model: str, channels: int) -> tuple[list, list]:
     m, s = normalization(model, channels)
     if m is None: m, s = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
     m, s = list(m)[:channels], list(s)[:channels]
-    return [round(float(v), 6) for v in m * (channels // len(m))], [round(float(v), 6) for v in s * (channels // len(s))]
+    return ([round(float(v), 6) for v in m * (channels // len(m))],
+            [round(float(v), 6) for v in s * (channels // len(s))])
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000009
 def check_train_args(model, epochs, image_size, channels, batch_size, lr, subset, num_workers, early_stopping, device,
-                     augment=None, schedule=None, lr_ratio=None, freeze_epochs=0, weight_decay=None, label_smoothing=0.0,
-                     class_weights=None):
+                     augment=None, schedule=None, lr_ratio=None, freeze_epochs=0, weight_decay=None,
+                     label_smoothing=0.0, class_weights=None):
     "Check `train_classifier`'s arguments; a `UsageError` names the first bad one."
     from gynlab.models.pretrained import available
     if model not in available(): raise UsageError(f"unknown model {model!r}; available: {', '.join(available())}")
@@ -73,13 +73,15 @@ def check_train_args(model, epochs, image_size, channels, batch_size, lr, subset
     check_number("--subset", subset, lo=1, integer=True, none_ok=True)
     check_number("--num-workers", num_workers, lo=0, hi=64, integer=True)
     check_number("--patience", early_stopping, lo=1, integer=True, none_ok=True)
-    if augment not in (None, *AUGMENTS): raise UsageError(f"--augment: use one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if augment not in (None, *AUGMENTS):
+        raise UsageError(f"--augment: use one of {', '.join(AUGMENTS)}, got {augment!r}")
     if schedule not in (None, "onecycle"): raise UsageError(f"--schedule: use onecycle (or nothing), got {schedule!r}")
     check_number("--lr-ratio", lr_ratio, lo=1, hi=1e6, none_ok=True)
     check_number("--freeze-epochs", freeze_epochs, lo=0, hi=epochs - 1, integer=True)
     check_number("--weight-decay", weight_decay, lo=0, hi=1, none_ok=True)
     check_number("--label-smoothing", label_smoothing, lo=0, hi=0.5)
-    if class_weights not in (None, "balanced"): raise UsageError(f"--class-weights: use balanced (or nothing), got {class_weights!r}")
+    if class_weights not in (None, "balanced"):
+        raise UsageError(f"--class-weights: use balanced (or nothing), got {class_weights!r}")
     get_device(device)
 
 AUGMENTS = ("ultrasound", "cytology")
@@ -103,7 +105,8 @@ def _optimizer(net, lr, lr_ratio, weight_decay):
     if lr_ratio is None: return "adamw"
     from gynlab.models.pretrained import param_groups
     groups = param_groups(net, (lr / lr_ratio, lr), weight_decay)
-    return lambda params: torch.optim.AdamW(groups, lr=lr, **({} if weight_decay is None else {"weight_decay": weight_decay}))
+    return lambda params: torch.optim.AdamW(groups, lr=lr,
+                                            **({} if weight_decay is None else {"weight_decay": weight_decay}))
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000015
 def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, epochs: int = 5, image_size: int = 64,
@@ -112,8 +115,8 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
                      early_stopping: int | None = None, target: str = "label", augment: str | None = None,
                      schedule: str | None = None, lr_ratio: float | None = None, freeze_epochs: int = 0,
                      weight_decay: float | None = None, label_smoothing: float = 0.0, amp: bool = False,
-                     channels_last: bool = False, recipe: str | None = None, resume: bool = False, overwrite: bool = False,
-                     num_workers: int = 0, data_root=None, progress: bool = True) -> History:
+                     channels_last: bool = False, recipe: str | None = None, resume: bool = False,
+                     overwrite: bool = False, num_workers: int = 0, data_root=None, progress: bool = True) -> History:
     "Train a classifier on a gynlab dataset into run folder `out` (config.json, model.safetensors, metrics.json)."
     from gynlab.models.pretrained import create
     from gynlab.transforms import to_torch
@@ -131,9 +134,10 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
     va = to_torch(valid, image_size, channels, target, mean=mean, std=std)
     config = {"task": "classify", "dataset": dataset, "target": target, "model": model, "classes": classes,
               "image_size": image_size, "channels": channels, "mean": mean, "std": std, "seed": seed, "epochs": epochs,
-              "batch_size": batch_size, "lr": lr, "pretrained": pretrained, "subset": subset, "class_weights": class_weights,
-              "early_stopping": early_stopping, **settings, "amp": amp, "channels_last": channels_last, "recipe": recipe,
-              "n_train": len(train), "n_valid": len(valid), "validation_split": vname, "versions": versions()}
+              "batch_size": batch_size, "lr": lr, "pretrained": pretrained, "subset": subset,
+              "class_weights": class_weights, "early_stopping": early_stopping, **settings, "amp": amp,
+              "channels_last": channels_last, "recipe": recipe, "n_train": len(train), "n_valid": len(valid),
+              "validation_split": vname, "versions": versions()}
     with writer as w:
         _same_setup(w.previous_config(), config)
         torch.manual_seed(seed)
@@ -143,21 +147,25 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
         final = evaluate(net, va, device=device)
         if w.main:
             save_weights(net, w.dir / "model.safetensors", model_name=model, classes=classes)
-            write_json(w.dir / "metrics.json", {"history": hist.records, "monitor": hist.monitor, "best_epoch": hist.best_epoch,
-                                                "stopped_early": hist.stopped_early, "final": final})
+            write_json(w.dir / "metrics.json", {"history": hist.records, "monitor": hist.monitor,
+                                                "best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early,
+                                                "final": final})
     return hist
 
 def _fit_classifier(net, tr, va, cfg: dict, w: RunWriter, resume, device, num_workers, progress) -> History:
     "`fit` with the settings of a run's config (loss, optimizer, schedule, callbacks)."
-    weights = balanced_class_weights(tr.split[tr.target], len(cfg["classes"])) if cfg["class_weights"] == "balanced" else None
+    weights = (balanced_class_weights(tr.split[tr.target], len(cfg["classes"]))
+               if cfg["class_weights"] == "balanced" else None)
     loss = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=float(cfg["label_smoothing"]))
     es = cfg["early_stopping"]
     return fit(net, tr, va, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-               optimizer=_optimizer(net, cfg["lr"], cfg["lr_ratio"], cfg["weight_decay"]), weight_decay=cfg["weight_decay"],
+               optimizer=_optimizer(net, cfg["lr"], cfg["lr_ratio"], cfg["weight_decay"]),
+               weight_decay=cfg["weight_decay"],
                loss=loss, metrics=classification_metrics, early_stopping=es, restore_best=es is not None,
                checkpoint_dir=w.checkpoints, resume=resume, schedule=cfg["schedule"],
                callbacks=[FreezeBody(cfg["freeze_epochs"])] if cfg["freeze_epochs"] else [], amp=cfg["amp"],
-               channels_last=cfg["channels_last"], seed=cfg["seed"], device=device, num_workers=num_workers, progress=progress)
+               channels_last=cfg["channels_last"], seed=cfg["seed"], device=device, num_workers=num_workers,
+               progress=progress)
 
 def _same_setup(prev: dict | None, new: dict):
     "Resuming continues the same training: everything but the number of epochs must match."
@@ -165,17 +173,18 @@ def _same_setup(prev: dict | None, new: dict):
     keys = ("dataset", "target", "model", "classes", "image_size", "channels", "seed", "batch_size", "lr", "subset",
             "class_weights", "augment", "schedule", "lr_ratio", "freeze_epochs", "weight_decay", "label_smoothing")
     diff = [k for k in keys if prev.get(k) != new.get(k)]
-    if diff: raise UsageError("--resume continues the same training, but these settings differ from the interrupted run: "
-                              + ", ".join(f"{k} ({prev.get(k)!r} then, {new.get(k)!r} now)" for k in diff))
+    if diff:
+        raise UsageError("--resume continues the same training, but these settings differ from the interrupted run: "
+                         + ", ".join(f"{k} ({prev.get(k)!r} then, {new.get(k)!r} now)" for k in diff))
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000017
 RECIPES = {
     "mmotu-classify": dict(task="classify", dataset="mmotu", model="efficientnet_lite0", image_size=224, epochs=8,
-                           batch_size=32, lr=2e-3, schedule="onecycle", lr_ratio=10.0, freeze_epochs=1, augment="ultrasound",
-                           class_weights="balanced", label_smoothing=0.1, weight_decay=0.01, channels_last=True,
-                           budget_cpu_min=15),
-    "mmotu-lesions": dict(task="segment", dataset="mmotu", model="unet", image_size=128, epochs=12, batch_size=16, lr=2e-3,
-                          budget_cpu_min=15),
+                           batch_size=32, lr=2e-3, schedule="onecycle", lr_ratio=10.0, freeze_epochs=1,
+                           augment="ultrasound", class_weights="balanced", label_smoothing=0.1, weight_decay=0.01,
+                           channels_last=True, budget_cpu_min=15),
+    "mmotu-lesions": dict(task="segment", dataset="mmotu", model="unet", image_size=128, epochs=12, batch_size=16,
+                          lr=2e-3, budget_cpu_min=15),
     "hc18": dict(task="segment", dataset="hc18", model="unet", image_size=128, epochs=12, batch_size=16, lr=2e-3,
                  budget_cpu_min=15),
 }
@@ -218,8 +227,10 @@ def read_images(files, *, skip_bad: bool = False) -> tuple[list, list[tuple[Path
             skipped.append((f, str(e)))
     return ok, skipped
 
-def predict_images(run, files, *, skip_bad: bool = False, device=None, batch_size: int = 32, folder=None, tta: bool = False):
-    "(rows, skipped): the run's prediction for each image file; `folder` makes the names relative; `tta` adds a flipped view."
+def predict_images(run, files, *, skip_bad: bool = False, device=None, batch_size: int = 32, folder=None,
+                   tta: bool = False):
+    """(rows, skipped): the run's prediction for each image file; `folder` makes the names relative; `tta` adds a
+    flipped view."""
     from gynlab.transforms import preprocess
     check_number("--batch-size", batch_size, lo=1, hi=4096, integer=True)
     net, cfg = load_run(run, device, task="classify")
@@ -232,7 +243,8 @@ def predict_images(run, files, *, skip_bad: bool = False, device=None, batch_siz
         probs = predict(net, x, device, batch_size=batch_size)
         if tta: probs = (probs + predict(net, x.flip(-1), device, batch_size=batch_size)) / 2   # left-right mirror
         for (f, _), p in zip(part, probs):
-            rows.append({"file": display_name(f, Path(folder)) if folder else f.name, "prediction": classes[int(p.argmax())],
+            rows.append({"file": display_name(f, Path(folder)) if folder else f.name,
+                         "prediction": classes[int(p.argmax())],
                          **{f"prob_{c}": round(float(v), 6) for c, v in zip(classes, p)}})
     return rows, skipped
 
@@ -242,6 +254,7 @@ def predict_folder(run, folder, out=None, *, recursive: bool = False, skip_bad: 
     folder = Path(folder)
     if out is not None: check_output(out, inputs=[folder, run], what="--out")
     files = list_images(folder, recursive)
-    rows, skipped = predict_images(run, files, skip_bad=skip_bad, device=device, batch_size=batch_size, folder=folder, tta=tta)
+    rows, skipped = predict_images(run, files, skip_bad=skip_bad, device=device, batch_size=batch_size, folder=folder,
+                                   tta=tta)
     if out is not None: atomic_write(out, rows_to_csv(rows), inputs=[folder, run], what="--out")
     return rows, skipped

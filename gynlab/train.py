@@ -54,7 +54,8 @@ def classification_metrics(outputs, targets) -> dict:
         warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true" on tiny validation sets
         bacc = balanced_accuracy_score(y, pred)
     return {"accuracy": float(accuracy_score(y, pred)), "balanced_accuracy": float(bacc),
-            "auc": macro_auc(y, p), "confusion_matrix": confusion_matrix(y, pred, labels=list(range(p.shape[1]))).tolist()}
+            "auc": macro_auc(y, p),
+            "confusion_matrix": confusion_matrix(y, pred, labels=list(range(p.shape[1]))).tolist()}
 
 # %% ../nbs/11_training.ipynb #8b5c5fba
 def balanced_class_weights(targets, n_classes: int | None = None) -> torch.Tensor:
@@ -83,7 +84,8 @@ class Trainer:
         self.start_epoch = self.epoch = self.iter = self.n_iter = 0
         self.record, self.losses, self.stop, self.improved, self.resumed = {}, {}, False, False, False
         cbs = sorted(callbacks, key=lambda c: getattr(c, "order", 50))
-        self.callbacks, self._on = cbs, {e: [getattr(c, e) for c in cbs if callable(getattr(c, e, None))] for e in EVENTS}
+        self.callbacks, self._on = cbs, {e: [getattr(c, e) for c in cbs if callable(getattr(c, e, None))]
+                                         for e in EVENTS}
 
     def __call__(self, event: str):
         for f in self._on[event]: f(self)
@@ -218,7 +220,8 @@ class BestWeights(Callback):
         if t.improved: self.state = state_tensors(t.model)
     def after_fit(self, t):
         best = Path(self.dir) / "best.safetensors" if self.dir else None
-        if self.state is None and t.resumed and best is not None and best.is_file(): self.state = read_checkpoint(best)[0]
+        if self.state is None and t.resumed and best is not None and best.is_file():
+            self.state = read_checkpoint(best)[0]
         if self.state is not None: unwrap(t.model).load_state_dict({k: v.to(t.dev) for k, v in self.state.items()})
 
 # %% ../nbs/11_training.ipynb #a1b2c318
@@ -231,7 +234,8 @@ class Checkpoint(Callback):
         path = self.dir / "last.safetensors" if self.resume is True else Path(self.resume)
         if not path.is_file(): raise RunError(f"cannot resume: there is no checkpoint at {path}")
         meta = load_checkpoint(path, t.model, t.opt, rng=True, rank=t.dist.rank)
-        if meta.get("seed", t.seed) != t.seed: warnings.warn(f"resuming a run made with seed {meta['seed']} using seed {t.seed}")
+        if meta.get("seed", t.seed) != t.seed:
+            warnings.warn(f"resuming a run made with seed {meta['seed']} using seed {t.seed}")
         h = History.from_dict(meta["history"])
         t.history.records, t.history.stopped_early = h.records, h.stopped_early
         t.start_epoch, t.resumed = int(meta["epoch"]), True
@@ -240,13 +244,15 @@ class Checkpoint(Callback):
         rngs = D.gather_rng(t.dist)
         if t.dist.main:
             mon = t.history.monitor
-            if t.improved: save_weights(t.model, self.dir / "best.safetensors", epoch=t.epoch, monitor=mon, value=t.record[mon])
+            if t.improved:
+                save_weights(t.model, self.dir / "best.safetensors", epoch=t.epoch, monitor=mon, value=t.record[mon])
             save_checkpoint(self.dir / "last.safetensors", t.model, t.opt, epoch=t.epoch, history=t.history.to_dict(),
                             rng_states=rngs, seed=t.seed, world_size=t.dist.world)
         D.barrier(t.dist)
 
 class OneCycle(Callback):
-    "Learning rate: a cosine warm-up to each group's `lr` over `pct_start` of training, then cosine annealing to lr/`div_final`."
+    """Learning rate: a cosine warm-up to each group's `lr` over `pct_start` of training, then cosine annealing to
+    lr/`div_final`."""
     order = -20   # reads the optimizer's learning rates before a resumed checkpoint replaces them
     def __init__(self, pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e4):
         self.pct, self.div, self.div_final = pct_start, div, div_final
@@ -284,13 +290,15 @@ def _make_optimizer(optimizer, model, lr: float, weight_decay: float | None):
     if callable(optimizer): return optimizer(model.parameters())
     table = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
     if str(optimizer).lower() not in table:
-        raise UsageError(f"unknown optimizer {optimizer!r}: use one of {sorted(table)}, an Optimizer, or a function of the parameters")
+        raise UsageError(f"unknown optimizer {optimizer!r}: use one of {sorted(table)}, an Optimizer, "
+                         "or a function of the parameters")
     kw = {} if weight_decay is None else {"weight_decay": weight_decay}
     return table[str(optimizer).lower()](model.parameters(), lr=lr, **kw)
 
 def _resolve_metrics(metrics, default):
     if isinstance(metrics, str):
-        if metrics != "auto": raise UsageError(f"metrics={metrics!r}: use 'auto', None, a function or a dict of functions")
+        if metrics != "auto":
+            raise UsageError(f"metrics={metrics!r}: use 'auto', None, a function or a dict of functions")
         return default
     if not metrics: return None
     if isinstance(metrics, dict): return lambda o, t: {k: f(o, t) for k, f in metrics.items()}
@@ -317,12 +325,15 @@ def _dataset_targets(ds) -> torch.Tensor:
 
 def _loss(loss, class_weights, train_data):
     if loss is not None:
-        if class_weights is not None: raise UsageError("class_weights only applies to the default loss: build the weights into your `loss`")
+        if class_weights is not None:
+            raise UsageError("class_weights only applies to the default loss: build the weights into your `loss`")
         return loss
     if isinstance(class_weights, str):
-        if class_weights != "balanced": raise UsageError(f"class_weights={class_weights!r}: use 'balanced', a tensor or None")
+        if class_weights != "balanced":
+            raise UsageError(f"class_weights={class_weights!r}: use 'balanced', a tensor or None")
         class_weights = balanced_class_weights(_dataset_targets(train_data))
-    return nn.CrossEntropyLoss(weight=None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
+    return nn.CrossEntropyLoss(weight=None if class_weights is None
+                               else torch.as_tensor(class_weights, dtype=torch.float32))
 
 def _train_epoch(t: Trainer, dl) -> dict:
     "One pass over `dl`: the step on every batch, between the batch events. Returns the mean of each loss."
@@ -363,7 +374,8 @@ def fit(model: nn.Module, train_data, valid_data=None, *, epochs: int = 1, lr: f
         opt = _make_optimizer(optimizer, unwrap(model), lr, weight_decay)
         cbs = list(callbacks)
         if valid_data is not None:
-            cbs.append(Validation(valid_data, _resolve_metrics(metrics, classification_metrics if loss is None else None),
+            cbs.append(Validation(valid_data,
+                                  _resolve_metrics(metrics, classification_metrics if loss is None else None),
                                   batch_size, num_workers, collate_fn))
         if early_stopping is not None: cbs.append(EarlyStopping(early_stopping))
         if restore_best: cbs.append(BestWeights(checkpoint_dir))
@@ -372,7 +384,8 @@ def fit(model: nn.Module, train_data, valid_data=None, *, epochs: int = 1, lr: f
         if progress and d.main: cbs.append(ProgressBar())
         step = step or getattr(unwrap(model), "train_step", None) or supervised_step
         seed_everything(seed + d.rank)
-        t = Trainer(model, loss_fn, opt, step, cbs, d, seed, epochs, History(monitor=monitor, mode=mode), amp, channels_last)
+        t = Trainer(model, loss_fn, opt, step, cbs, d, seed, epochs, History(monitor=monitor, mode=mode), amp,
+                    channels_last)
         return _run(t, train_data, batch_size, num_workers, collate_fn, explicit)
     finally: D.teardown(d)
 
@@ -396,9 +409,10 @@ def _loop(t: Trainer, train_data, batch_size, num_workers, collate_fn, check_mon
     try:
         t("before_fit")
         if t.dist.world > 1:
-            t.net = nn.parallel.DistributedDataParallel(t.model, device_ids=[t.dev.index] if t.dev.type == "cuda" else None)
-        dl, sampler, g, _ = _loader(train_data, batch_size, shuffle=True, seed=t.seed, d=t.dist, num_workers=num_workers,
-                                    collate_fn=collate_fn)
+            t.net = nn.parallel.DistributedDataParallel(t.model,
+                                                        device_ids=[t.dev.index] if t.dev.type == "cuda" else None)
+        dl, sampler, g, _ = _loader(train_data, batch_size, shuffle=True, seed=t.seed, d=t.dist,
+                                    num_workers=num_workers, collate_fn=collate_fn)
         t.n_iter = len(dl)
         for t.epoch in range(t.start_epoch + 1, t.epochs + 1):
             if t.history.stopped_early: break
@@ -465,7 +479,8 @@ def most_confused(cm, classes=None, k: int = 5, min_count: int = 1) -> list[tupl
     return sorted(off, key=lambda r: -r[2])[:k]
 
 def top_losses(probs, targets, k: int = 8) -> list[dict]:
-    "The `k` rows with the largest cross-entropy `-log p(true class)`, worst first: [{index, loss, target, pred, p_target}]."
+    """The `k` rows with the largest cross-entropy `-log p(true class)`, worst first:
+    [{index, loss, target, pred, p_target}]."""
     p, y = np.asarray(probs, dtype=np.float64), np.asarray(targets).astype(int).reshape(-1)
     loss = -np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))
     return [{"index": int(i), "loss": float(loss[i]), "target": int(y[i]), "pred": int(p[i].argmax()),
@@ -487,7 +502,8 @@ def plot_confusion_matrix(cm, classes=None, normalize: bool = False, title: str 
     return fig
 
 def plot_top_losses(images, top: list[dict], classes=None, ncols: int = 4, size: int = 120, title: str = "top losses"):
-    "Plotly grid of the images of `top_losses` rows, titled true / predicted / loss; `images`: a `datasets` split or a list."
+    """Plotly grid of the images of `top_losses` rows, titled true / predicted / loss; `images`: a `datasets` split
+    or a list."""
     import textwrap
     from PIL import Image
     from plotly.subplots import make_subplots
@@ -495,11 +511,13 @@ def plot_top_losses(images, top: list[dict], classes=None, ncols: int = 4, size:
     names, rows = _names(classes, 1 + max([max(r["target"], r["pred"]) for r in top], default=0)), -(-n // ncols)
     titles = [f"true {short(names[r['target']])}<br>pred {short(names[r['pred']])}<br>loss {r['loss']:.2f}, "
               f"p={r['p_target']:.2f}" for r in top]
-    fig = make_subplots(rows=rows, cols=min(ncols, n), vertical_spacing=0.12, horizontal_spacing=0.02, subplot_titles=titles)
+    fig = make_subplots(rows=rows, cols=min(ncols, n), vertical_spacing=0.12, horizontal_spacing=0.02,
+                        subplot_titles=titles)
     for k, r in enumerate(top):
         im = images[r["index"]]["image"] if hasattr(images, "column_names") else images[r["index"]]
         im = im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im))
-        fig.add_image(z=np.asarray(im.convert("RGB").resize((size, size), Image.NEAREST)), row=k // ncols + 1, col=k % ncols + 1)
+        fig.add_image(z=np.asarray(im.convert("RGB").resize((size, size), Image.NEAREST)),
+                      row=k // ncols + 1, col=k % ncols + 1)
     fig.update_xaxes(visible=False); fig.update_yaxes(visible=False); fig.update_annotations(font_size=10)
     fig.update_layout(title=title, width=min(900, 175 * min(ncols, n) + 20), height=190 * rows + 60,
                       margin=dict(l=5, r=5, t=95, b=5))

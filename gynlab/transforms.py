@@ -68,14 +68,16 @@ def to_unit(img, image_size: int | None = None, channels: int = 3) -> torch.Tens
     else: raise TypeError(f"expected a PIL image, numpy array, tensor or path, got {type(img).__name__}")
     t = _match_channels(t, channels)
     if image_size is not None and tuple(t.shape[-2:]) != (image_size, image_size):
-        t = F.interpolate(t[None], size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)[0]
+        t = F.interpolate(t[None], size=(image_size, image_size), mode="bilinear", align_corners=False,
+                          antialias=True)[0]
     return t.clamp(0, 1)
 
 # %% ../nbs/02_transforms.ipynb #74ad8536
 def _stats(channels: int, mean=None, std=None):
     if mean is None: mean = IMAGENET_MEAN if channels == 3 else (0.5,) * channels
     if std is None: std = IMAGENET_STD if channels == 3 else (0.5,) * channels
-    mean, std = torch.as_tensor(mean, dtype=torch.float32).flatten(), torch.as_tensor(std, dtype=torch.float32).flatten()
+    mean, std = (torch.as_tensor(mean, dtype=torch.float32).flatten(),
+                 torch.as_tensor(std, dtype=torch.float32).flatten())
     if mean.numel() == 1: mean = mean.repeat(channels)
     if std.numel() == 1: std = std.repeat(channels)
     if mean.numel() != channels or std.numel() != channels:
@@ -83,7 +85,8 @@ def _stats(channels: int, mean=None, std=None):
     return mean.view(-1, 1, 1), std.view(-1, 1, 1)
 
 def normalize(x: torch.Tensor, mean=None, std=None) -> torch.Tensor:
-    "`(x - mean) / std` per channel on a (C,H,W) or (B,C,H,W) tensor in [0,1]; ImageNet stats for 3 channels, 0.5/0.5 otherwise."
+    """`(x - mean) / std` per channel on a (C,H,W) or (B,C,H,W) tensor in [0,1]; ImageNet stats for 3 channels,
+    0.5/0.5 otherwise."""
     m, s = _stats(x.shape[-3], mean, std)
     return (x - m.to(x)) / s.to(x)
 
@@ -102,7 +105,8 @@ def resize_mask(msk, image_size: int) -> torch.Tensor:
     if isinstance(msk, (str, Path)): msk = open_image(msk, "mask")
     if isinstance(msk, Image.Image):
         if msk.mode not in ("L", "P", "1", "I", "I;16"):
-            raise ValueError(f"a mask must hold class indices (mode L/P/I), got mode {msk.mode}: convert colour masks to indices first")
+            raise ValueError(f"a mask must hold class indices (mode L/P/I), got mode {msk.mode}: "
+                             "convert colour masks to indices first")
         msk = np.asarray(msk)
     t = torch.as_tensor(np.array(msk)).long()
     if t.ndim == 3 and t.shape[0] == 1: t = t[0]
@@ -144,7 +148,8 @@ class TorchSplit(torch.utils.data.Dataset):
 
 def to_torch(split, image_size: int = 64, channels: int = 3, target: str | None = "label", augment=None,
              mean=None, std=None, cache: bool = False) -> TorchSplit:
-    "Wrap a `datasets` split as a torch `Dataset` yielding `(x, y)`: `x` (C,H,W) normalised, `y` label (long) or resized mask."
+    """Wrap a `datasets` split as a torch `Dataset` yielding `(x, y)`: `x` (C,H,W) normalised, `y` label (long) or
+    resized mask."""
     return TorchSplit(split, image_size, channels, target, augment, mean, std, cache=cache)
 
 # %% ../nbs/02_transforms.ipynb #6655f1ae
@@ -174,7 +179,8 @@ class RandTransform:
 class Compose:
     "Apply transforms in order; `set_random_state(seed)` seeds each one from `seed`."
     def __init__(self, *transforms, seed: int | None = 0):
-        self.transforms = list(transforms[0]) if len(transforms) == 1 and isinstance(transforms[0], (list, tuple)) else list(transforms)
+        self.transforms = (list(transforms[0]) if len(transforms) == 1 and isinstance(transforms[0], (list, tuple))
+                           else list(transforms))
         self.set_random_state(seed)
 
     def set_random_state(self, seed: int | None = 0):
@@ -247,7 +253,8 @@ class RandRotate(RandTransform):
 def ultrasound_augment(seed: int | None = 0, strength: float = 1.0) -> Compose:
     "A sensible ultrasound pipeline: speckle, gain/contrast/TGC, small rotation, left–right flip (no up–down flip)."
     s = strength
-    return Compose(Speckle((0.1 * s, 0.4 * s)), GainContrast((1 - 0.2 * s, 1 + 0.25 * s), (1 - 0.25 * s, 1 + 0.33 * s), (-0.2 * s, 0.2 * s)),
+    return Compose(Speckle((0.1 * s, 0.4 * s)),
+                   GainContrast((1 - 0.2 * s, 1 + 0.25 * s), (1 - 0.25 * s, 1 + 0.33 * s), (-0.2 * s, 0.2 * s)),
                    RandRotate(10 * s), RandFlip(-1), seed=seed)
 
 # %% ../nbs/02_transforms.ipynb #4f4c44ae
@@ -275,7 +282,9 @@ class StainJitter(RandTransform):
         self.alpha = 1 + self.sigma * (2 * torch.rand(3, generator=self.R) - 1)
         self.beta = self.bias * (2 * torch.rand(3, generator=self.R) - 1)
     def apply(self, x, y):
-        if x.shape[0] != 3: raise ValueError(f"StainJitter needs an RGB image (3 channels), got {x.shape[0]}: use GainContrast for grey images")
+        if x.shape[0] != 3:
+            raise ValueError(f"StainJitter needs an RGB image (3 channels), got {x.shape[0]}: "
+                             "use GainContrast for grey images")
         c = rgb_to_stains(x, self.M)
         c = c * self.alpha.view(3, 1, 1).to(x) + self.beta.view(3, 1, 1).to(x)
         return stains_to_rgb(c, self.M), y
@@ -302,6 +311,7 @@ def stack_images(split, image_size: int = 64, channels: int = 1, column: str = "
 # %% ../nbs/71_sequence.ipynb #4dd04a6d
 def cine_tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
     "A phantom-cine split (frames column (T,S,S) uint8) → (x (N,T,1,S,S) float in [0,1], y (N,) long)."
-    if "frames" not in split.column_names: raise KeyError(f"no 'frames' column in this split (columns: {split.column_names})")
+    if "frames" not in split.column_names:
+        raise KeyError(f"no 'frames' column in this split (columns: {split.column_names})")
     x = torch.as_tensor(np.asarray(split["frames"]), dtype=torch.float32)[:, :, None] / 255.0
     return x, torch.as_tensor(split["label"], dtype=torch.long)

@@ -22,21 +22,16 @@ def us():
     return [dict(r) for r in dd["train"]] + [dict(r) for r in dd["validation"]]
 
 
-# ------------------------------------------------------------------ hashing
-def test_dhash_matches_imagehash(us):
-    imagehash = pytest.importorskip("imagehash")
-    rng = np.random.default_rng(0)
-    imgs = [r["image"] for r in us[:6]] + [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8))]
-    for im in imgs:
-        for hs in (8, 16):
-            np.testing.assert_array_equal(A.dhash(im, hs), imagehash.dhash(im, hs).hash.ravel())
-
-
-def test_hamming_matrix():
-    a = np.array([[0, 0, 1, 1], [1, 1, 1, 1]], bool)
-    np.testing.assert_array_equal(A.hamming(a), [[0, 2], [2, 0]])
-    np.testing.assert_array_equal(A.hamming(a, ~a), [[4, 2], [2, 4]])
-    with pytest.raises(ValueError, match="different lengths"): A.hamming(a, np.zeros((1, 3), bool))
+# ------------------------------------------------------------------ hashing (gynlab.data's: tests/test_data.py)
+def test_audit_uses_the_data_layers_hash_pairs_and_threshold(us):
+    from gynlab import data as gd
+    a = A.audit({"train": us[:6], "validation": us[6:12]}, max_distance=110)
+    np.testing.assert_array_equal(a.hashes, np.stack([gd.dhash(r["image"]) for r in us[:12]]))
+    want = gd.near_duplicate_pairs(a.hashes, 110)
+    assert want and sorted(zip(a.pairs.a, a.pairs.b, a.pairs.distance)) == sorted(want)
+    assert A.audit({"train": us[:3]}).max_distance == gd.near_duplicate_distance(16) == 20
+    assert A.audit({"train": us[:3]}, hash_size=8).max_distance == gd.near_duplicate_distance(8)
+    assert "dhash" not in A.__all__ and "hamming" not in A.__all__      # one implementation, in the data layer
 
 
 # ------------------------------------------------------------------ audit
@@ -270,6 +265,47 @@ def test_exercise_checkers_accept_solutions_and_reject_wrong_answers():
     fb = XR.check_group_sensitivity(lambda y, p, g: {k: float((np.asarray(p)[np.asarray(g) == k] == 1).mean())
                                                      for k in set(g)})
     assert not fb and "among all cases" in fb.message
+
+
+def test_new_checkers_accept_the_answer_and_reject_the_plausible_wrong_one():
+    assert XR.check_leak_accuracy((0.42 * 136 + 9) / 146)
+    fb = XR.check_leak_accuracy((0.42 + 0.9) / 2)
+    assert not fb and "plain average" in fb.message
+    import pandas as pd
+    t = pd.DataFrame({"panel": ["marks shown"] * 3 + ["marks hidden"] * 3,
+                      "group": ["all", "calipers", "no calipers"] * 2,
+                      "sensitivity": [0.85, 1.0, 0.14, 0.02, 0.0, 0.14]}).set_index(["panel", "group"])
+    assert XR.check_unmeasured_row(("marks hidden", "all"), t)
+    assert not XR.check_unmeasured_row(("marks shown", "all"), t) and not XR.check_unmeasured_row("all", t)
+
+
+def test_leak_experiment_on_phantoms():
+    "Second frames planted across the split: the audit finds them, the grouped split moves them, a probe remembers."
+    from gynlab.data import leak_free_split, near_duplicate_clusters, split_overlap
+    from gynlab.models.pretrained import linear_probe
+    data = XR.phantom_leak(n=150, n_leaks=12, seed=1)
+    a = A.audit(data)
+    split = a.table.split.to_numpy()
+    clusters = near_duplicate_clusters(a.hashes)
+    grouped = np.array(leak_free_split(split, clusters))
+    leaked = (split == "validation") & np.isin(clusters, clusters[split == "train"])
+    planted = a.table.file.str.startswith("frame2-").to_numpy()
+    assert (leaked == planted).all() and planted.sum() == 12 and len(a.leaks()) >= 12
+    assert split_overlap({k: list(clusters[grouped == k]) for k in ("train", "validation")}) == {}
+    assert (grouped[planted] == "train").all() and (grouped[~planted] == split[~planted]).all()
+    X = A.image_features([data[s][int(i)]["image"] for s, i in zip(a.table.split, a.table["index"])])
+    assert X.shape == (len(split), 1280)
+    y = a.table.label.to_numpy().astype(int)
+    right = linear_probe(X[split == "train"], y[split == "train"]).predict(X) == y
+    assert right[planted].mean() > right[(split == "validation") & ~planted].mean() + 0.2
+
+
+def test_pair_figure_shows_the_leaks(us):
+    train, valid = [dict(r) for r in us[:6]], [dict(r) for r in us[6:10]] + [dict(us[2])]
+    a = A.audit({"train": train, "validation": valid})
+    fig = A.pair_figure(a, {"train": train, "validation": valid})
+    assert len(fig.data) == 2 and fig.layout.width <= 900 and "0 bits" in fig.layout.annotations[1].text
+    with pytest.raises(UsageError, match="no pairs"): A.pair_figure(a, {}, pairs=a.pairs.iloc[:0])
 
 
 def test_mmotu_audit_real_data(shared_data):

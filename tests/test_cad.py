@@ -64,6 +64,34 @@ def test_reliability_bins_match_sklearn_for_binary():
     np.testing.assert_allclose(b["confidence"][ok], prob_pred, atol=1e-12)
 
 
+def test_one_score_reliability_matches_sklearn():
+    "top_label=False: bins of one score (P(positive)) against the fraction positive, as sklearn's calibration_curve."
+    rng = np.random.default_rng(2)
+    s = rng.random(800) ** 2; y = (rng.random(800) < np.sqrt(s)).astype(int)      # under-predicted positives
+    b = cad.reliability_bins(s, y, n_bins=10, top_label=False)
+    prob_true, prob_pred = calibration_curve(y, s, n_bins=10, strategy="uniform")
+    ok = b["count"] > 0
+    np.testing.assert_allclose(b["accuracy"][ok], prob_true, atol=1e-12)
+    np.testing.assert_allclose(b["confidence"][ok], prob_pred, atol=1e-12)
+    ece = cad.expected_calibration_error(s, y, 10, top_label=False)
+    assert ece == pytest.approx(float((b["count"][ok] / 800 * np.abs(prob_true - prob_pred)).sum()))
+    with pytest.raises(UsageError, match="0 or 1"): cad.reliability_bins(s, y * 2, top_label=False)
+    with pytest.raises(UsageError, match="top_label=True"): cad.reliability_bins(np.c_[s, 1 - s], y, top_label=False)
+
+
+def test_temperature_keeps_accuracy_but_moves_softmax_aucs():
+    "Only the argmax and one logit's ranking are invariant under T; one-vs-rest and grouped softmax AUCs move."
+    from sklearn.metrics import roc_auc_score
+    z, y = _overconfident(n=3000)
+    z, y = z.numpy(), y.numpy()
+    p1, p4 = cad.softmax_t(z), cad.softmax_t(z, 4.0)
+    assert (p1.argmax(1) == p4.argmax(1)).all()
+    assert roc_auc_score(y == 2, z[:, 2]) == roc_auc_score(y == 2, z[:, 2] / 4)
+    assert abs(roc_auc_score(y, p1, multi_class="ovr") - roc_auc_score(y, p4, multi_class="ovr")) > 1e-3
+    g1, g4 = (cad.group_scores(p, list("abcde"), ["a", "b"]) for p in (p1, p4))
+    assert abs(roc_auc_score(y < 2, g1) - roc_auc_score(y < 2, g4)) > 1e-3
+
+
 @pytest.mark.parametrize("probs,labels,msg", [
     (np.full((4, 3), 0.5), [0, 1, 2, 0], "sum to 1"),
     (np.array([[2.0, -1.0]] * 3), [0, 1, 0], "within [0, 1]"),
@@ -109,6 +137,41 @@ def test_operating_point_counts_and_wilson():
     h = z / (1 + z * z / n) * math.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n))
     assert op["sensitivity_ci"] == pytest.approx((c - h, c + h), abs=1e-9)
     assert all(math.isnan(v) for v in cad.operating_point([0, 0], [0, 0])["sensitivity_ci"])
+
+
+def test_ppv_at_is_bayes_and_matches_counting():
+    assert cad.ppv_at(0.9, 0.7, 0.03) == pytest.approx(0.027 / (0.027 + 0.291))
+    rng = np.random.default_rng(3)
+    y = rng.random(2000) < 0.1; d = np.where(y, rng.random(2000) < 0.8, rng.random(2000) < 0.25)
+    op = cad.operating_point(y, d)
+    assert cad.ppv_at(op["sensitivity"], op["specificity"], y.mean()) == pytest.approx(op["ppv"], abs=1e-12)
+    assert math.isnan(cad.ppv_at(0, 1, 0.5))
+
+
+def test_operating_table_rows_are_exact_at_the_printed_threshold():
+    rng = np.random.default_rng(4)
+    y = (rng.random(300) < 0.2).astype(int); s = np.clip(rng.normal(0.3 + 0.3 * y, 0.15), 0, 1)
+    tab = cad.operating_table(y, s)
+    assert list(tab["threshold"]) == sorted(tab["threshold"]) and (tab["threshold"] == tab["threshold"].round(4)).all()
+    for r in tab.to_dict("records"):                  # a threshold copied from the table gives exactly its row
+        assert (s >= r["threshold"]).mean() == pytest.approx(r["flagged"], abs=1e-4)
+        assert (s[y == 1] >= r["threshold"]).mean() == pytest.approx(r["sensitivity"], abs=1e-4)
+    assert tab["sensitivity"].max() == 1.0
+
+
+def test_calibrate_scores_cross_fits_and_refits():
+    "Out-of-fold probabilities use a temperature fitted on the other fold; the deployed T and threshold use all cases."
+    z, y = _overconfident(n=2000, k=4, scale=3.0, seed=5)
+    classes = ["a", "b", "c", "d"]
+    fit = cad.calibrate_scores(z, y, classes, ["d"], sensitivity=0.9, folds=2)
+    yb = (y.numpy() == 3).astype(int)
+    assert 2.5 < fit["temperature"] < 3.5 and (fit["group_labels"] == yb).all()
+    for fit_i, test_i in cad._folds(yb, 2, 0):
+        t = cad.fit_temperature(z[fit_i], y[fit_i])
+        np.testing.assert_allclose(fit["oof"][test_i], cad.softmax_t(z[test_i], t), atol=1e-9)
+    deployed = cad.group_scores(cad.softmax_t(z, fit["temperature"]), classes, ["d"])
+    assert (deployed[yb == 1] >= fit["threshold"]).mean() >= 0.9
+    assert fit["threshold"] == cad.threshold_for(yb, deployed, sensitivity=0.9)
 
 
 def test_stratified_bootstrap_interval_covers_and_shrinks():
@@ -178,12 +241,36 @@ def test_calibrate_saves_and_reloads(run, tmp_path):
     assert again.calibrated and again.temperature == pytest.approx(pipe.temperature)
     assert again.threshold == pytest.approx(pipe.threshold)
     assert again.refer_above == pytest.approx(pipe.refer_above) and again.summary["n_validation"] == s["n_validation"]
+    assert (again.mc, again.flagged_fraction) == (5, pipe.flagged_fraction)
     # refer nobody: the cut-off is infinite, stored as null (JSON has no infinity) and read back as infinity
     pipe.calibrate(sensitivity=0.8, refer_fraction=0, mc=2, n_resamples=50); pipe.save()
     assert json.loads((run / "cad.json").read_text())["refer_above"] is None
     assert cad.CADPipeline.from_run(run).refer_above == math.inf
     s = pipe.calibrate(specificity=0.7, mc=2, n_resamples=50)     # replaces the default target sensitivity
     assert s["target"] == {"specificity": 0.7}
+
+
+def test_the_deployed_score_is_the_calibrated_one(run, tmp_path):
+    "What a case is decided on is the score calibrate() measured: one deterministic pass at T, whatever mc is."
+    from gynlab.tasks import run_splits
+    pipe = cad.CADPipeline.from_run(_copy_run(run, tmp_path / "r"))
+    s = pipe.calibrate(sensitivity=0.8, refer_fraction=0.2, mc=4, n_resamples=50)
+    L = pipe.last_calibration
+    c = pipe.config
+    valid = run_splits(c["dataset"], image_size=c["image_size"], seed=c["seed"], subset=c["subset"])[1]
+    for i in range(4):
+        a, b = pipe(valid[i]["image"], method=None), pipe(valid[i]["image"], method=None, mc=0)
+        assert a.group_probability == pytest.approx(L["group_scores"]["cal"][i], abs=1e-5)
+        assert a.group_probability == b.group_probability and (a.probs == b.probs).all()     # MC passes do not move it
+        assert a.positive == (L["group_scores"]["cal"][i] >= pipe.threshold)
+    assert s["flagged_fraction"] == pytest.approx((L["group_scores"]["cal"] >= pipe.threshold).mean())
+    assert (L["group_scores"]["cal"][L["group_labels"] == 1] >= pipe.threshold).mean() >= 0.8   # the target, in-sample
+    assert s["score"].startswith("softmax(logits / T)") and pipe.mc == s["mc_passes"] == 4
+    # the referral cut-off and a case's entropy come from the same MC-dropout summary
+    m = cad.mc_dropout(pipe.model, pipe._inputs(valid.select(range(3))), 4, pipe.temperature)
+    assert np.quantile(L["mc"]["entropy"], 0.8) == pytest.approx(pipe.refer_above)
+    assert m["entropy"].shape == (3,)
+    f = pipe.save(); assert json.loads(f.read_text())["mc"] == 4
 
 
 @pytest.mark.parametrize("kw,msg", [
@@ -231,7 +318,9 @@ def test_cad_json_is_checked_when_read(run, tmp_path):
                         (json.dumps({**good, "temperature": -1}), "temperature must be in"),
                         (json.dumps({**good, "threshold": None}), "threshold must be a number"),
                         (json.dumps({**good, "grouping": "<i>x</i>"}), "unknown grouping"),
-                        (json.dumps({**good, "summary": "<script>"}), "'summary' is not an object")]:
+                        (json.dumps({**good, "summary": "<script>"}), "'summary' is not an object"),
+                        (json.dumps({**good, "mc": -3}), "mc must be in"),
+                        (json.dumps({**good, "flagged_fraction": "<b>"}), "flagged_fraction must be a number")]:
         (r / "cad.json").write_text(broken)
         with pytest.raises(RunError, match="cad.json is corrupt .*" + msg): cad.CADPipeline.from_run(r)
 
@@ -251,10 +340,11 @@ def test_one_case(run, tmp_path):
     res = pipe(img, mc=4, name="case")
     assert res.file == "case" and res.probs.sum() == pytest.approx(1) and res.predicted in pipe.classes
     assert res.overlay is not None and res.overlay.shape[:2] == (32, 32) and res.image.dtype == np.uint8
-    assert res.decision in ("uncertain: refer to a human reader", "specialist review",
-                            "no referral suggested by the model")
+    assert res.decision == "uncertain: refer to a human reader" or res.decision.startswith(
+        ("specialist review suggested: P(solid)", "no referral suggested by the model: P(solid)"))
     none = pipe(np.zeros((40, 40), np.uint8), mc=0, method=None)
     assert none.overlay is None and math.isnan(none.mutual_information) and none.file == "image"
+    assert math.isnan(none.entropy) and not none.uncertain          # no MC passes: no uncertainty, no referral
     with pytest.raises(UsageError, match="mc"): pipe(img, mc=-1)
     with pytest.raises(UsageError, match="method: unknown value 'nonsense'"): pipe(img, method="nonsense")
     from gynlab.core import BadImageError

@@ -1,5 +1,10 @@
 "The `gynlab` console script, run for real in a subprocess, and how modules plug commands into it."
-import configparser, json, os, subprocess, sys, types
+import configparser
+import json
+import os
+import subprocess
+import sys
+import types
 from pathlib import Path
 import pytest
 

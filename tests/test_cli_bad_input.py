@@ -50,7 +50,8 @@ def world(tmp_path_factory):
     os.mkfifo(w / "fifo")
     (w / "link.csv").symlink_to(w / "afile.txt")
     (w / "notrun").mkdir(); (w / "notrun" / "notes.txt").write_text("mine")
-    for name, content in {"badjson": "{oops", "listjson": "[1]", "nulljson": "null", "nomodel": '{"classes": ["a", "b"]}'}.items():
+    for name, content in {"badjson": "{oops", "listjson": "[1]", "nulljson": "null",
+                          "nomodel": '{"classes": ["a", "b"]}'}.items():
         shutil.copytree(w / "run", w / name); (w / name / "config.json").write_text(content)
     cfg = json.loads((w / "run" / "config.json").read_text())
     for name, change in {"stdzero": {"std": [0.2, 0.0, 0.2]}, "unknownmodel": {"model": "resnet9000"},
@@ -61,9 +62,11 @@ def world(tmp_path_factory):
     shutil.copytree(w / "run", w / "cadcorrupt"); (w / "cadcorrupt" / "cad.json").write_text("{ not json")
     from PIL import ImageDraw
     Image.new("L", (400, 270), 40).save(w / "scan.png")
-    skull = Image.new("L", (400, 270), 0); ImageDraw.Draw(skull).ellipse((100, 60, 300, 210), fill=255); skull.save(w / "skull.png")
+    skull = Image.new("L", (400, 270), 0); ImageDraw.Draw(skull).ellipse((100, 60, 300, 210), fill=255)
+    skull.save(w / "skull.png")
     Image.new("L", (400, 270), 255).save(w / "full.png")
-    line = Image.new("L", (400, 270), 0); ImageDraw.Draw(line).line((20, 135, 380, 135), fill=255); line.save(w / "line.png")
+    line = Image.new("L", (400, 270), 0); ImageDraw.Draw(line).line((20, 135, 380, 135), fill=255)
+    line.save(w / "line.png")
     skull.resize((800, 540)).save(w / "big.png")
     (w / "broken.png").write_bytes(b"\x89PNG not an image")
     return w
@@ -73,7 +76,8 @@ T = ["train", "--dataset", "phantom-cytology", "--epochs", 1, "--subset", 8, "--
 
 CASES = {  # name: (argv with {w} for the world folder, words the message must contain)
     "unknown dataset": (["train", "--dataset", "no-such-set", "--out", "{w}/o"], "no-such-set"),
-    "dataset without the task": (["train", "--dataset", "phantom-cine", "--epochs", 1, "--out", "{w}/o"], "classification"),
+    "dataset without the task": (["train", "--dataset", "phantom-cine", "--epochs", 1, "--out", "{w}/o"],
+                                 "classification"),
     "unknown model": (T + ["--model", "resnet9000", "--out", "{w}/o"], "unknown model 'resnet9000'"),
     "zero epochs": (T + ["--epochs", 0, "--out", "{w}/o"], "--epochs must be in [1"),
     "negative epochs": (T + ["--epochs", -1, "--out", "{w}/o"], "--epochs must be in [1"),
@@ -98,74 +102,92 @@ CASES = {  # name: (argv with {w} for the world folder, words the message must c
     "train --out is a run": (T + ["--out", "{w}/run"], "already holds a gynlab run"),
     "resume with nothing to resume": (T + ["--out", "{w}/o", "--resume"], "cannot resume"),
     "train --out is a link": (T + ["--out", "{w}/link.csv"], "symbolic link"),
-    "segment size not a multiple of 16": (["train", "--task", "segment", "--dataset", "phantom-uterus-mri", "--image-size", 40,
-                                           "--out", "{w}/o"], "multiple of 16"),
+    "segment size not a multiple of 16": (["train", "--task", "segment", "--dataset", "phantom-uterus-mri",
+                                           "--image-size", 40, "--out", "{w}/o"], "multiple of 16"),
     "missing run": (["predict", "--run", "{w}/nowhere", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "does not exist"),
-    "run is not a run": (["predict", "--run", "{w}/notrun", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "config.json is missing"),
-    "config not JSON": (["predict", "--run", "{w}/badjson", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "not valid JSON"),
+    "run is not a run": (["predict", "--run", "{w}/notrun", "--input", "{w}/imgs", "--out", "{w}/p.csv"],
+                         "config.json is missing"),
+    "config not JSON": (["predict", "--run", "{w}/badjson", "--input", "{w}/imgs", "--out", "{w}/p.csv"],
+                        "not valid JSON"),
     "config a list": (["predict", "--run", "{w}/listjson", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "JSON object"),
     "config null": (["predict", "--run", "{w}/nulljson", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "JSON object"),
-    "config without model": (["predict", "--run", "{w}/nomodel", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "'model' is missing"),
-    "config with std 0": (["predict", "--run", "{w}/stdzero", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "'std' must be > 0"),
+    "config without model": (["predict", "--run", "{w}/nomodel", "--input", "{w}/imgs", "--out", "{w}/p.csv"],
+                             "'model' is missing"),
+    "config with std 0": (["predict", "--run", "{w}/stdzero", "--input", "{w}/imgs", "--out", "{w}/p.csv"],
+                          "'std' must be > 0"),
     "config with unknown model": (["predict", "--run", "{w}/unknownmodel", "--input", "{w}/imgs", "--out", "{w}/p.csv"],
                                   "unknown classify model"),
-    "config without classes": (["predict", "--run", "{w}/noclasses", "--input", "{w}/imgs", "--out", "{w}/p.csv"], "'classes'"),
+    "config without classes": (["predict", "--run", "{w}/noclasses", "--input", "{w}/imgs", "--out", "{w}/p.csv"],
+                               "'classes'"),
     "config with a huge image size": (["predict", "--run", "{w}/hugesize", "--input", "{w}/imgs", "--out", "{w}/p.csv"],
                                       "'image_size'"),
-    "missing input folder": (["predict", "--run", "{w}/run", "--input", "{w}/nowhere", "--out", "{w}/p.csv"], "does not exist"),
-    "input is a file": (["predict", "--run", "{w}/run", "--input", "{w}/afile.txt", "--out", "{w}/p.csv"], "is not a folder"),
+    "missing input folder": (["predict", "--run", "{w}/run", "--input", "{w}/nowhere", "--out", "{w}/p.csv"],
+                             "does not exist"),
+    "input is a file": (["predict", "--run", "{w}/run", "--input", "{w}/afile.txt", "--out", "{w}/p.csv"],
+                        "is not a folder"),
     "no images": (["predict", "--run", "{w}/run", "--input", "{w}/empty", "--out", "{w}/p.csv"], "no images"),
-    "predict --out is a folder": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/empty"], "is a folder"),
+    "predict --out is a folder": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/empty"],
+                                  "is a folder"),
     "predict --out is a FIFO": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/fifo"], "FIFO"),
-    "predict --out is a link": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/link.csv"], "symbolic link"),
-    "predict --out is an input image": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/imgs/a0.png"],
-                                        "input folder"),
-    "predict --out is the run's config": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/run/config.json"],
-                                          "input folder"),
-    "predict batch size 0": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/p.csv", "--batch-size", 0],
-                             "--batch-size must be in [1"),
-    "predict on a device that does not exist": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/p.csv",
-                                                 "--device", "bogus"], "unknown device"),
-    "explain with an unknown method": (["explain", "--run", "{w}/run", "--image", "{w}/imgs/a0.png", "--out", "{w}/e.png",
-                                        "--method", "nope"], "unknown method 'nope'"),
+    "predict --out is a link": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/link.csv"],
+                                "symbolic link"),
+    "predict --out is an input image": (["predict", "--run", "{w}/run", "--input", "{w}/imgs",
+                                         "--out", "{w}/imgs/a0.png"], "input folder"),
+    "predict --out is the run's config": (["predict", "--run", "{w}/run", "--input", "{w}/imgs",
+                                           "--out", "{w}/run/config.json"], "input folder"),
+    "predict batch size 0": (["predict", "--run", "{w}/run", "--input", "{w}/imgs", "--out", "{w}/p.csv",
+                              "--batch-size", 0], "--batch-size must be in [1"),
+    "predict on a device that does not exist": (["predict", "--run", "{w}/run", "--input", "{w}/imgs",
+                                                 "--out", "{w}/p.csv", "--device", "bogus"], "unknown device"),
+    "explain with an unknown method": (["explain", "--run", "{w}/run", "--image", "{w}/imgs/a0.png",
+                                        "--out", "{w}/e.png", "--method", "nope"], "unknown method 'nope'"),
     "explain an unknown class": (["explain", "--run", "{w}/run", "--image", "{w}/imgs/a0.png", "--out", "{w}/e.png",
                                   "--target", "no-such-class"], "no-such-class"),
-    "explain --out is the image": (["explain", "--run", "{w}/run", "--image", "{w}/imgs/a0.png", "--out", "{w}/imgs/a0.png"],
-                                   "one of the inputs"),
-    "explain a corrupt image": (["explain", "--run", "{w}/run", "--image", "{w}/broken.png", "--out", "{w}/e.png"], "broken.png"),
-    "explain a missing run": (["explain", "--run", "{w}/nowhere", "--image", "{w}/scan.png", "--out", "{w}/e.png"], "does not exist"),
-    "calibrate with two targets": (["calibrate", "--run", "{w}/run", "--sensitivity", 0.9, "--specificity", 0.9], "not both"),
+    "explain --out is the image": (["explain", "--run", "{w}/run", "--image", "{w}/imgs/a0.png",
+                                    "--out", "{w}/imgs/a0.png"], "one of the inputs"),
+    "explain a corrupt image": (["explain", "--run", "{w}/run", "--image", "{w}/broken.png", "--out", "{w}/e.png"],
+                                "broken.png"),
+    "explain a missing run": (["explain", "--run", "{w}/nowhere", "--image", "{w}/scan.png", "--out", "{w}/e.png"],
+                              "does not exist"),
+    "calibrate with two targets": (["calibrate", "--run", "{w}/run", "--sensitivity", 0.9, "--specificity", 0.9],
+                                   "not both"),
     "calibrate sensitivity 1.5": (["calibrate", "--run", "{w}/run", "--sensitivity", 1.5], "sensitivity"),
     "calibrate refer 1": (["calibrate", "--run", "{w}/run", "--refer", 1], "refer"),
     "calibrate one fold": (["calibrate", "--run", "{w}/run", "--folds", 1], "folds"),
     "calibrate mc -5": (["calibrate", "--run", "{w}/run", "--mc", -5], "mc"),
-    "calibrate an unknown grouping": (["calibrate", "--run", "{w}/run", "--grouping", "nope"], "unknown grouping 'nope'"),
+    "calibrate an unknown grouping": (["calibrate", "--run", "{w}/run", "--grouping", "nope"],
+                                      "unknown grouping 'nope'"),
     "calibrate a missing run": (["calibrate", "--run", "{w}/nowhere"], "does not exist"),
     "report --out is the image": (["report", "--run", "{w}/run", "--image", "{w}/scan.png", "--out", "{w}/scan.png"],
                                   "one of the inputs"),
-    "report --out is the run's config": (["report", "--run", "{w}/run", "--image", "{w}/scan.png", "--out", "{w}/run/config.json"],
-                                         "config.json"),
-    "report a missing image": (["report", "--run", "{w}/run", "--image", "{w}/nope.png", "--out", "{w}/r.html"], "missing"),
-    "report a corrupt image": (["report", "--run", "{w}/run", "--image", "{w}/broken.png", "--out", "{w}/r.html"], "broken.png"),
-    "report with a corrupt cad.json": (["report", "--run", "{w}/cadcorrupt", "--image", "{w}/scan.png", "--out", "{w}/r.html"],
-                                       "cad.json"),
+    "report --out is the run's config": (["report", "--run", "{w}/run", "--image", "{w}/scan.png",
+                                          "--out", "{w}/run/config.json"], "config.json"),
+    "report a missing image": (["report", "--run", "{w}/run", "--image", "{w}/nope.png", "--out", "{w}/r.html"],
+                               "missing"),
+    "report a corrupt image": (["report", "--run", "{w}/run", "--image", "{w}/broken.png", "--out", "{w}/r.html"],
+                               "broken.png"),
+    "report with a corrupt cad.json": (["report", "--run", "{w}/cadcorrupt", "--image", "{w}/scan.png",
+                                        "--out", "{w}/r.html"], "cad.json"),
     "report --out is a FIFO": (["report", "--run", "{w}/run", "--image", "{w}/scan.png", "--out", "{w}/fifo"], "FIFO"),
     "biometry full-frame mask": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/full.png", "--pixel-size", 0.2],
                                  "cannot be one fetal skull"),
     "biometry one-line mask": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/line.png", "--pixel-size", 0.2],
                                "skull"),
-    "biometry mask twice the image": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/big.png", "--pixel-size", 0.2],
-                                      "800x540 px but the image is 400x270"),
-    "biometry pixel size 1e300": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png", "--pixel-size", "1e300"],
-                                  "pixel size"),
-    "biometry pixel size 0": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png", "--pixel-size", 0], "pixel size"),
-    "biometry pixel size nan": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png", "--pixel-size", "nan"],
-                                "pixel size"),
+    "biometry mask twice the image": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/big.png",
+                                       "--pixel-size", 0.2], "800x540 px but the image is 400x270"),
+    "biometry pixel size 1e300": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png",
+                                   "--pixel-size", "1e300"], "pixel size"),
+    "biometry pixel size 0": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png", "--pixel-size", 0],
+                              "pixel size"),
+    "biometry pixel size nan": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png",
+                                 "--pixel-size", "nan"], "pixel size"),
     "biometry run and mask": (["biometry", "--image", "{w}/scan.png", "--mask", "{w}/skull.png", "--run", "{w}/run",
                                "--pixel-size", 0.2], "one of the two"),
     "biometry neither run nor mask": (["biometry", "--image", "{w}/scan.png", "--pixel-size", 0.2], "one of the two"),
-    "biometry with a classifier run": (["biometry", "--image", "{w}/scan.png", "--run", "{w}/run", "--pixel-size", 0.2], "segment"),
-    "biometry image missing": (["biometry", "--image", "{w}/nope.png", "--mask", "{w}/skull.png", "--pixel-size", 0.2], "missing"),
+    "biometry with a classifier run": (["biometry", "--image", "{w}/scan.png", "--run", "{w}/run", "--pixel-size", 0.2],
+                                       "segment"),
+    "biometry image missing": (["biometry", "--image", "{w}/nope.png", "--mask", "{w}/skull.png", "--pixel-size", 0.2],
+                               "missing"),
     "unknown dataset card": (["data", "info", "no-such-dataset"], "no-such-dataset"),
     "data root that does not exist": (["data", "list", "--root", "{w}/nowhere"], "no such folder"),
 }
@@ -185,11 +207,14 @@ def test_bad_input_is_refused_cleanly(world, name):
 
 def test_cad_commands_work_on_good_input(world, tmp_path):
     "The happy path of the commands above: a report, an explanation and a measurement from a drawn skull."
-    code, out, err = gynlab("report", "--run", world / "run", "--image", world / "scan.png", "--out", tmp_path / "r.html", "--mc", 2)
+    code, out, err = gynlab("report", "--run", world / "run", "--image", world / "scan.png",
+                            "--out", tmp_path / "r.html", "--mc", 2)
     assert code == 0 and (tmp_path / "r.html").read_text().count("<img") >= 2, err
-    code, out, err = gynlab("explain", "--run", world / "run", "--image", world / "scan.png", "--out", tmp_path / "e.png")
+    code, out, err = gynlab("explain", "--run", world / "run", "--image", world / "scan.png",
+                            "--out", tmp_path / "e.png")
     assert code == 0 and "prediction:" in out and Image.open(tmp_path / "e.png").size == (32, 32), err
-    code, out, err = gynlab("biometry", "--image", world / "scan.png", "--mask", world / "skull.png", "--pixel-size", 0.2, "--json")
+    code, out, err = gynlab("biometry", "--image", world / "scan.png", "--mask", world / "skull.png",
+                            "--pixel-size", 0.2, "--json")
     b = json.loads(out)
     import math
     a, c = 100 * 0.2, 75 * 0.2                                       # the drawn ellipse's semi-axes in mm

@@ -1,4 +1,5 @@
-"Tests for gynlab.data and gynlab.datasets: registry, search order, loaders on fixtures in official layouts, bad input, cache, downloads."
+"""Tests for gynlab.data and gynlab.datasets: registry, search order, loaders on fixtures in official layouts,
+bad input, cache, downloads."""
 import csv
 import functools
 import hashlib
@@ -219,7 +220,8 @@ def test_hc18_grouped_split_and_pixel_size(tmp_path, gynlab_cache):
     assert row["pixel_size_mm"] == pytest.approx(0.25 * 40 / 20)          # longer side 40 px -> 20 px
     full = {r["file"]: r["head_circumference_mm"] for r in ds["train"]}
     assert full[row["file"]] == row["head_circumference_mm"]                # HC itself does not change
-    assert list(gd.load("hc18", root=root)["validation"]["file"]) == list(ds["validation"]["file"])      # seeded: reproducible
+    # seeded: reproducible
+    assert list(gd.load("hc18", root=root)["validation"]["file"]) == list(ds["validation"]["file"])
 
 
 def test_isbi_fixture(tmp_path, gynlab_cache):
@@ -396,14 +398,16 @@ def test_real_files_copied_and_broken(shared_data, tmp_path, gynlab_cache):
     rows = list(csv.DictReader(open(src / "labels.csv")))[:3]
     for r in rows:
         shutil.copy(src / "images" / r["image"], root / "images")
-        for a in (r["annotation"], r["annotation"].replace(".PNG", "_binary.PNG")): shutil.copy(src / "annotations" / a, root / "annotations")
+        for a in (r["annotation"], r["annotation"].replace(".PNG", "_binary.PNG")):
+            shutil.copy(src / "annotations" / a, root / "annotations")
     with open(root / "labels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
     ds = gd.load("mmotu", root=root, image_size=32)
     assert sum(d.num_rows for d in ds.values()) == 3
     p = root / "annotations" / rows[0]["annotation"]
     a = np.asarray(Image.open(p).convert("RGB")).copy(); a[0, 0] = (255, 0, 255); Image.fromarray(a).save(p)
-    with pytest.raises(DataError, match=rf"{rows[0]['annotation']}: unknown mask colour\(s\) \(255, 0, 255\) first at x=0, y=0"):
+    with pytest.raises(DataError, match=rf"{rows[0]['annotation']}: unknown mask colour\(s\) \(255, 0, 255\) "
+                                        r"first at x=0, y=0"):
         gd.load("mmotu", root=root)
 
 

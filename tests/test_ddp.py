@@ -58,7 +58,8 @@ json.dump(res, open(os.path.join(out, f"{mode}_rank{rank}.json"), "w"))
 
 
 def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     return env
 
@@ -86,7 +87,8 @@ def runs(tmp_path_factory):
     _run(_torchrun() + ["--standalone", "--nproc_per_node", "2", "script.py", "resume", "ddp_resume", str(B)], d)
     _run([sys.executable, "script.py", "full", "single", str(2 * B)], d)
     load = lambda p: json.loads((d / p).read_text())
-    return d, {"r0": load("ddp/full_rank0.json"), "r1": load("ddp/full_rank1.json"), "single": load("single/full_rank0.json"),
+    return d, {"r0": load("ddp/full_rank0.json"), "r1": load("ddp/full_rank1.json"),
+               "single": load("single/full_rank0.json"),
                "res0": load("ddp_resume/resume_rank0.json"), "res1": load("ddp_resume/resume_rank1.json")}
 
 

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 from gynlab.core import UsageError
 from gynlab.domain import (DANN, adabn, dann_lambda, dann_step, doppler_fraction, flow_fractions, grad_reverse,
                            handcrafted_features, is_doppler, scanner_shift, train_dann)
-from gynlab.exercises.domain import check_grad_reverse
+from gynlab.exercises.domain import check_bn_count, check_deploy_choice, check_grad_reverse
 from gynlab.history import History
 from gynlab.train import evaluate
 
@@ -104,6 +104,11 @@ def test_train_dann_runs_on_fit_with_the_lambda_schedule(monkeypatch):
 def test_exercise_checker_rejects_wrong_answer():
     assert not check_grad_reverse(lambda x, l: x)
     assert check_grad_reverse(lambda x, l: grad_reverse(x, l))
+    assert check_bn_count(8) and not check_bn_count(4) and not check_bn_count(16)      # 4 BN layers x (mean, var)
+    tab = {"CNN (end-to-end)": (0.99, 0.37), "CNN + AdaBN": (0.99, 0.92), "CNN, DANN-trained": (0.85, 0.95)}
+    assert check_deploy_choice("CNN + AdaBN", tab)
+    fb = check_deploy_choice("CNN, DANN-trained", tab)          # best on the new scanner, but loses 0.14 on the old
+    assert not fb and "loses 0.14" in fb.message
 
 
 @pytest.mark.skipif(not (DATA / "mmotu_otu2d").is_dir(), reason="real MMOTU data (../shared/data/mmotu_otu2d) absent")
@@ -111,4 +116,19 @@ def test_is_doppler_on_mmotu_counts():
     from gynlab.domain import mmotu_doppler_table
     tab = mmotu_doppler_table(DATA)
     n = sum(v[1] for v in tab.values())
-    assert 0.10 * len(tab) < n < 0.20 * len(tab), n     # ~14.7 % of the full set is colour Doppler (216/1469)
+    assert 0.10 * len(tab) < n < 0.20 * len(tab), n     # 185 of the 1,323 local images are colour Doppler
+
+
+@pytest.mark.skipif(not (DATA / "mmotu_otu2d").is_dir(), reason="real MMOTU data (../shared/data/mmotu_otu2d) absent")
+def test_mmotu_domains_leave_no_near_twin_of_a_target_image_among_the_sources():
+    from gynlab.data import load
+    from gynlab.domain import mmotu_domains, mmotu_doppler_table
+    dom, tab = mmotu_domains(DATA), mmotu_doppler_table(DATA)
+    ds = load("mmotu", root=DATA)
+    group = {f: g for s in ds for f, g in zip(ds[s]["file"], ds[s]["group"])}
+    assert all(tab[f][1] for f in dom["doppler"]) and not any(tab[f][1] for f in dom["grey_train"] + dom["grey_valid"])
+    assert not {group[f] for f in dom["grey_train"]} & {group[f] for f in dom["doppler"]}
+    assert set(dom["grey_valid"]) <= set(ds["validation"]["file"])
+    assert set(dom["grey_train"]) <= set(ds["train"]["file"])
+    n_grey_train = sum(not tab[f][1] for f in ds["train"]["file"])
+    assert 0 < n_grey_train - len(dom["grey_train"]) < 10        # the few grey-scale twins of Doppler images left out

@@ -1,5 +1,8 @@
-"The glossary and the instructor guide: every link points at a notebook that exists (or is planned), every lesson is linked."
-import json, re, sys
+"""The glossary and the instructor guide: every link points at a notebook that exists (or is planned), every lesson is
+linked."""
+import json
+import re
+import sys
 from pathlib import Path
 
 import pytest

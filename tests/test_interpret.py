@@ -58,9 +58,9 @@ def _direct(model, x, t, method):
     if method == "smoothgrad":
         return ca.NoiseTunnel(ca.Saliency(model)).attribute(x, target=t, nt_type="smoothgrad", nt_samples=10,
                                                             stdevs=0.15).sum(1)
-    if method == "gradient_shap":
-        return ca.GradientShap(model).attribute(x, baselines=torch.zeros_like(x[:1]), target=t, n_samples=16,
-                                                stdevs=0.0).sum(1)
+    if method == "gradient_shap":      # 8 N(0, 1) baselines (drawn first, as attribute does), input noise 0.1
+        base = torch.randn(8, C, H, W)
+        return ca.GradientShap(model).attribute(x, baselines=base, target=t, n_samples=16, stdevs=0.1).sum(1)
     if method == "occlusion":
         return ca.Occlusion(model).attribute(x, sliding_window_shapes=(C, 4, 4), strides=(C, 2, 2), baselines=0,
                                              target=t).sum(1)
@@ -71,8 +71,8 @@ def _direct(model, x, t, method):
 def test_attribute_equals_captum(method, xb):
     model = _no_inplace(tiny_cnn())
     t = torch.tensor([0, 2, 1])
-    torch.manual_seed(5); ours = attribute(model, xb, t, method, batch_size=256)
-    torch.manual_seed(5); theirs = _direct(model, xb.clone(), t, method)
+    torch.manual_seed(5); np.random.seed(5); ours = attribute(model, xb, t, method, batch_size=256)
+    torch.manual_seed(5); np.random.seed(5); theirs = _direct(model, xb.clone(), t, method)  # Captum uses numpy too
     assert ours.shape == (3, 16, 16)
     assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-4), f"{method}: max diff {(ours - theirs).abs().max():.3g}"
     assert ours.abs().sum() > 0
@@ -83,6 +83,25 @@ def test_batching_does_not_change_results(xb):
     for m, kw in [("integrated_gradients", {}), ("occlusion", {})]:
         a, b = attribute(model, xb, 1, m, batch_size=3), attribute(model, xb, 1, m, batch_size=500)
         assert torch.allclose(a, b, atol=1e-5), m
+
+
+def test_baselines(xb):
+    "IG: one baseline per image (default 0); GradientSHAP draws from a distribution of baselines, never just one."
+    model = _no_inplace(tiny_cnn())
+    t = torch.tensor([0, 2, 1])
+    black = torch.full((3, 1, 1), -2.0)
+    a = attribute(model, xb, t, "integrated_gradients", baseline=black, n_steps=64)
+    with torch.no_grad(): gap = (model(xb) - model(black.expand_as(xb))).gather(1, t[:, None])[:, 0]
+    assert torch.allclose(a.sum((1, 2)), gap, atol=0.05 * gap.abs().max().item() + 1e-3)   # completeness, any baseline
+    assert not torch.allclose(a, attribute(model, xb, t, "integrated_gradients", n_steps=64))
+    assert gi._baselines(xb, None, "integrated_gradients").abs().sum() == 0
+    dist = gi._baselines(xb, None, "gradient_shap")
+    assert dist.shape == (8, 3, 16, 16) and dist.std() > 0.5                               # random baselines
+    refs = torch.randn(5, 3, 16, 16)
+    assert gi._baselines(xb, refs, "gradient_shap").shape == (5, 3, 16, 16)                # the caller's distribution
+    torch.manual_seed(0); many = attribute(model, xb, t, "gradient_shap", baseline=refs, n_samples=400, stdevs=0.0)
+    with torch.no_grad(): gap = model(xb).gather(1, t[:, None])[:, 0] - model(refs)[:, t].mean(0)
+    assert torch.allclose(many.sum((1, 2)), gap, atol=0.15 * gap.abs().max().item() + 0.05)  # adds up on average
 
 
 def test_shape_contract_classifier(xb):
@@ -202,6 +221,15 @@ def test_checkers():
         return x.grad.abs().sum(1)
     assert XI.check_saliency(sal)
     assert not XI.check_saliency(lambda model, x, t: torch.zeros(2, 8, 8))
+    assert XI.check_occlusion_count(225) and XI.check_occlusion_count(226)
+    assert not XI.check_occlusion_count(256) and not XI.check_occlusion_count(64) and not XI.check_occlusion_count(...)
+    rho = {"guided_backprop": 0.4, "occlusion": 0.1, "integrated_gradients": 0.1}
+    dele = {"guided_backprop": 0.3, "occlusion": 0.2, "integrated_gradients": 0.5}
+    nuc = {"guided_backprop": 0.2, "occlusion": 0.01, "integrated_gradients": 0.05}
+    assert XI.check_review_method("occlusion", rho, dele, 0.35, nuc)
+    assert not XI.check_review_method("guided_backprop", rho, dele, 0.35, nuc)          # the prettiest, fails sanity
+    assert not XI.check_review_method("integrated_gradients", rho, dele, 0.35, nuc)     # passes sanity, ties random
+    assert XI.check_review_method("none", rho, {m: 0.5 for m in rho}, 0.35, nuc)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"Segmentation metrics (gynlab.metrics) against scikit-learn, SciPy and (if installed) MONAI; edge cases; head circumference."
+"""Segmentation metrics (gynlab.metrics) against scikit-learn, SciPy and (if installed) MONAI; edge cases; head
+circumference."""
 import os
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def test_hd95_matches_monai():
         p[5:12, 5:12] = True; g[8:20, 6:16] = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            want = monai_metrics.compute_hausdorff_distance(torch.tensor(p)[None, None].float(), torch.tensor(g)[None, None].float(),
+            want = monai_metrics.compute_hausdorff_distance(torch.tensor(p)[None, None].float(),
+                                                           torch.tensor(g)[None, None].float(),
                                                            percentile=95, spacing=[0.5, 2.0])
         assert hd95(p, g, spacing=(0.5, 2.0)) == pytest.approx(float(want), rel=1e-5)
 
@@ -138,7 +140,8 @@ def test_hc18_truth_masks_close_to_official_hc():
     from gynlab.data import load
     v = load("hc18", root=DATA)["validation"]
     v = v.select(range(0, len(v), 3))
-    err = np.array([head_circumference(np.asarray(r["mask"]) > 0, r["pixel_size_mm"]) - r["head_circumference_mm"] for r in v])
+    err = np.array([head_circumference(np.asarray(r["mask"]) > 0, r["pixel_size_mm"]) - r["head_circumference_mm"]
+                    for r in v])
     assert np.abs(err).mean() < 2.0 and np.abs(err).max() < 5.0
 
 

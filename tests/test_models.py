@@ -195,6 +195,41 @@ def test_gradual_unfreezing_in_fit():
     assert torch.equal(net.features[0][0].weight, first) and not torch.equal(net.head[-1].weight, head)
 
 
+
+def test_lr_finder_geometric_ratios_and_early_stop():
+    "The range test: rates rise by a constant factor, groups keep their ratio, the loader ends once the loss diverges."
+    from torch.utils.data import TensorDataset
+    from gynlab.train import fit
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(64) % 2; x = torch.randn(64, 3, 16, 16, generator=g) + 0.5 * y[:, None, None, None]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(768, 16), nn.ReLU(), nn.Linear(16, 2))
+    finder = P.LRFinder(lo=1e-4, hi=1e3, steps=40)
+    seen = []
+    class Spy:
+        order = 20
+        def before_batch(self, t): seen.append([grp["lr"] for grp in t.opt.param_groups])
+    before = [p.detach().clone() for p in net.parameters()]
+    fit(net, finder.loader(TensorDataset(x, y), batch_size=8), progress=False, callbacks=[finder, Spy()],
+        optimizer=lambda params: torch.optim.SGD(P.param_groups(net, (0.1, 1.0))))
+    assert finder.stopped and len(finder.lrs) == len(seen) < 40          # no batch is run after the divergence
+    assert np.allclose(np.diff(np.log(finder.lrs)), np.log(1e7) / 39)
+    assert np.allclose([a / b for a, b in seen], 0.1) and np.allclose([b for _, b in seen], finder.lrs)
+    assert finder.suggestion() == pytest.approx(finder.lr_min / 10) and finder.lr_min < finder.lrs[-1]
+    assert not all(torch.equal(a, b) for a, b in zip(before, net.parameters()))   # it trains the model it is given
+    with pytest.raises(ValueError, match="lo < hi"): P.LRFinder(lo=1.0, hi=0.1)
+    with pytest.raises(ValueError, match="has not run"): P.LRFinder().lr_min
+
+
+def test_lr_choice_and_trainable_prediction_checkers():
+    lrs = np.geomspace(1e-5, 1, 50)
+    losses = 2.0 - 0.8 / (1 + np.exp(-3 * (np.log10(lrs) + 2.5))); losses[lrs > 0.05] += 20 * (lrs[lrs > 0.05] - 0.05)
+    lr_min = lrs[np.argmin(losses)]
+    assert XT.check_lr_choice(lr_min / 10, lrs, losses) and not XT.check_lr_choice(lr_min, lrs, losses)
+    assert not XT.check_lr_choice(lr_min / 100, lrs, losses) and not XT.check_lr_choice(0.9, lrs, losses)
+    assert XT.check_trainable_prediction(1280 * 3 + 3, n_classes=3)
+    assert not XT.check_trainable_prediction(1280 * 3, n_classes=3)
+
 def test_check_freeze_body():
     def good(m):
         for p in m.parameters(): p.requires_grad = False

@@ -12,7 +12,8 @@ from gynlab.core import UsageError
 from gynlab.exercises import phantoms as XP
 
 GEN = {"cytology": P.cytology_cell, "pelvic-us": P.pelvic_us, "uterus-mri": P.uterus_mri, "cine": P.cine_loop}
-CLASSES = {"cytology": P.CYTOLOGY_CLASSES, "pelvic-us": P.US_CLASSES, "uterus-mri": P.MRI_CLASSES, "cine": P.CINE_CLASSES}
+CLASSES = {"cytology": P.CYTOLOGY_CLASSES, "pelvic-us": P.US_CLASSES, "uterus-mri": P.MRI_CLASSES,
+           "cine": P.CINE_CLASSES}
 
 
 def _cells(n, seed=0, cls=None):
@@ -179,7 +180,8 @@ def test_dataset_columns(kind, size):
         assert np.asarray(row["mask"]).max() <= mx
     # the stored sample equals the generator's output for its index
     if kind == "cytology":
-        d = P.cytology_cell(P.sample_rng(0, kind, row["index"]), None, size, stain=P.slide_stain(P.sample_rng(0, kind, row["index"] // 4, 1)))
+        d = P.cytology_cell(P.sample_rng(0, kind, row["index"]), None, size,
+                            stain=P.slide_stain(P.sample_rng(0, kind, row["index"] // 4, 1)))
         np.testing.assert_array_equal(np.asarray(row["image"]), d["image"])
         np.testing.assert_array_equal(np.asarray(row["mask"]), d["mask"])
         assert row["nc_ratio"] == pytest.approx(d["features"]["nc_ratio"], rel=1e-6)
@@ -209,7 +211,8 @@ def test_bad_arguments():
     with pytest.raises(UsageError, match="must be an int"): P.uterus_mri(rng, size=64.0)
     with pytest.raises(ValueError, match="seed must be an integer >= 0"): P.phantom_cytology(n=20, seed=-1)
     with pytest.raises(ValueError, match="frames must be an int >= 2"): P.cine_loop(rng, frames=1)
-    with pytest.raises(UsageError, match="unknown cytology class"): P.cytology_cell(rng, "carcinoma")   # a GynlabError too
+    # a UsageError, which is a GynlabError too
+    with pytest.raises(UsageError, match="unknown cytology class"): P.cytology_cell(rng, "carcinoma")
 
 
 # --- exercise checkers ---------------------------------------------------------------------------------------------
@@ -230,7 +233,7 @@ def test_load_through_registry():
     cards = data.cards()
     for name in ("phantom-cytology", "phantom-pelvic-us", "phantom-uterus-mri", "phantom-cine"):
         assert name in cards and cards[name].real is False and cards[name].loader.startswith("gynlab.phantoms:")
-    for kind, classes in CLASSES.items():                          # the cards (in gynlab.data) agree with the generators
+    for kind, classes in CLASSES.items():  # the cards (in gynlab.data) agree with the generators
         assert cards[f"phantom-{kind}"].classes == classes
         assert cards[f"phantom-{kind}"].loader == f"gynlab.phantoms:{P.PHANTOM_LOADERS[kind].__name__}"
     dd = data.load("phantom-cytology", n=200, image_size=64, seed=0)

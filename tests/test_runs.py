@@ -25,7 +25,8 @@ def gynlab(*args, cwd):
 
 def tree_hash(folder: Path) -> dict:
     "Every file under `folder` with its content hash (what 'unchanged' means)."
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,8 @@ def _copy_run(base: Path, dst: Path) -> Path:
 def test_killed_training_leaves_old_run_intact_and_a_resumable_one(base, tmp_path, sig):
     run = _copy_run(base, tmp_path / "run")
     before = tree_hash(run)
-    proc = subprocess.Popen([str(EXE), *TRAIN, "--epochs", "6", "--subset", "320", "--out", str(run), "--overwrite"], cwd=tmp_path,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(EXE), *TRAIN, "--epochs", "6", "--subset", "320", "--out", str(run), "--overwrite"],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / ".run.partial" / "checkpoints" / "last.safetensors"
     t0 = time.time()
     while not ckpt.exists() and proc.poll() is None and time.time() - t0 < 300: time.sleep(0.05)
@@ -61,7 +62,8 @@ def test_killed_training_leaves_old_run_intact_and_a_resumable_one(base, tmp_pat
     assert tree_hash(run) == before                                 # the old run: byte for byte the same
     assert ckpt.is_file() and not (tmp_path / ".run.partial" / "model.safetensors").exists()
     assert not [p for p in tmp_path.rglob("*.tmp")], "a half-written file was left behind"
-    p = gynlab(*TRAIN, "--epochs", 6, "--subset", 320, "--out", run, "--resume", cwd=tmp_path)  # SIGKILL: a stale lock is taken over
+    # SIGKILL: a stale lock is taken over
+    p = gynlab(*TRAIN, "--epochs", 6, "--subset", 320, "--out", run, "--resume", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     cfg, m = read_config(run), json.loads((run / "metrics.json").read_text())
     assert cfg["epochs"] == 6 and [r["epoch"] for r in m["history"]] == [1, 2, 3, 4, 5, 6]
@@ -82,7 +84,8 @@ def test_out_must_be_new_empty_or_a_run_replaced_on_purpose(base, tmp_path):
     run = _copy_run(base, tmp_path / "run")
     other = tmp_path / "mine"; other.mkdir(); (other / "thesis.docx").write_text("years of work")
     (tmp_path / "afile").write_text("x")
-    for out, words in [(run, "already holds a gynlab run"), (other, "not a gynlab run"), (tmp_path / "afile", "is a file")]:
+    for out, words in [(run, "already holds a gynlab run"), (other, "not a gynlab run"),
+                       (tmp_path / "afile", "is a file")]:
         p = gynlab(*TRAIN, "--epochs", 1, "--subset", 16, "--out", out, cwd=tmp_path)
         assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert (other / "thesis.docx").read_text() == "years of work" and (tmp_path / "afile").read_text() == "x"
@@ -91,8 +94,8 @@ def test_out_must_be_new_empty_or_a_run_replaced_on_purpose(base, tmp_path):
 
 
 def test_two_trainings_cannot_write_one_run(tmp_path):
-    a = subprocess.Popen([str(EXE), *TRAIN, "--epochs", "6", "--subset", "320", "--out", str(tmp_path / "run")], cwd=tmp_path, env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    a = subprocess.Popen([str(EXE), *TRAIN, "--epochs", "6", "--subset", "320", "--out", str(tmp_path / "run")],
+                         cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         t0 = time.time()
         while not (tmp_path / ".run.lock").exists() and time.time() - t0 < 120: time.sleep(0.05)
@@ -127,8 +130,8 @@ def test_resume_must_continue_the_same_training(base, tmp_path):
      "unknown classify model"),
     ('{"model": "smallcnn", "classes": ["a", "b"], "image_size": 32, "channels": 3, "mean": [0,0,0], "std": [1,0,1]}',
      "'std' must be > 0"),
-    ('{"model": "smallcnn", "classes": ["a", "b"], "image_size": 100000, "channels": 3, "mean": [0,0,0], "std": [1,1,1]}',
-     "'image_size' must be an integer in [8, 1024]"),
+    ('{"model": "smallcnn", "classes": ["a", "b"], "image_size": 100000, "channels": 3, '
+     '"mean": [0,0,0], "std": [1,1,1]}', "'image_size' must be an integer in [8, 1024]"),
     ('{"task": "detect", "model": "smallcnn"}', "unknown task 'detect'")])
 def test_damaged_config_is_refused_with_a_message(base, tmp_path, content, words):
     run = _copy_run(base, tmp_path / "run")

@@ -1,5 +1,7 @@
 "Student copies (`make student` / tools/student.py): no solutions, starters kept, and they still run."
-import json, subprocess, sys
+import json
+import subprocess
+import sys
 from pathlib import Path
 import pytest
 
@@ -20,8 +22,9 @@ def student(tmp_path_factory):
 
 
 def test_every_lesson_copied_without_solutions(student):
-    src = sorted(p.name for p in (ROOT / "nbs").glob("*.ipynb"))
+    src = sorted(p.name for p in (ROOT / "nbs").glob("*.ipynb") if p.name != "instructor.ipynb")
     assert sorted(p.name for p in student.glob("*.ipynb")) == src
+    assert not (student / "instructor.ipynb").exists(), "the instructor guide (the answers) was copied for students"
     n_solutions = 0
     for name in src:
         orig = json.loads((ROOT / "nbs" / name).read_text())["cells"]
@@ -29,8 +32,10 @@ def test_every_lesson_copied_without_solutions(student):
         n_solutions += sum(_has(c, "solution") for c in orig if c["cell_type"] == "code")
         assert not [c for c in copy if c["cell_type"] == "code" and _has(c, "solution")], name
         # starter cells and all prose stay
-        assert [_src(c) for c in orig if _has(c, "eval:false")] == [_src(c) for c in copy if _has(c, "eval:false")], name
-        assert [_src(c) for c in orig if c["cell_type"] == "markdown"] == [_src(c) for c in copy if c["cell_type"] == "markdown"]
+        assert ([_src(c) for c in orig if _has(c, "eval:false")]
+                == [_src(c) for c in copy if _has(c, "eval:false")]), name
+        assert ([_src(c) for c in orig if c["cell_type"] == "markdown"]
+                == [_src(c) for c in copy if c["cell_type"] == "markdown"])
         assert all(not c.get("outputs") for c in copy if c["cell_type"] == "code")
     assert n_solutions >= 1, "no lesson has a `#| solution` cell: nothing was tested"
 

@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset, Dataset
 from gynlab.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from gynlab.core import RunError, UsageError, get_device
 from gynlab.history import History
-from gynlab.train import (Callback, OneCycle, balanced_class_weights, classification_metrics, evaluate, fit, macro_auc,
+from gynlab.train import (Callback, balanced_class_weights, classification_metrics, evaluate, fit, macro_auc,
                           predict)
 
 
@@ -138,7 +138,8 @@ def test_metrics_against_sklearn_and_the_always_benign_model():
 def test_class_weights_match_sklearn_and_change_training():
     from sklearn.utils.class_weight import compute_class_weight
     y = torch.tensor([0] * 30 + [1] * 6 + [2] * 3)
-    np.testing.assert_allclose(balanced_class_weights(y), compute_class_weight("balanced", classes=np.arange(3), y=y.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(balanced_class_weights(y),
+                               compute_class_weight("balanced", classes=np.arange(3), y=y.numpy()), rtol=1e-6)
     assert balanced_class_weights(torch.tensor([0, 0, 2]), 4).tolist()[1::2] == [0.0, 0.0]
     x = torch.randn(39, 8); ds = TensorDataset(x, y)
     h0 = fit(net(), ds, ds, **KW); h1 = fit(net(), ds, ds, class_weights="balanced", **KW)
@@ -259,8 +260,9 @@ def test_device_argument_is_respected():
         with pytest.raises(UsageError, match="no CUDA GPU"): fit(net(), blobs(), device="cuda", **KW)
 
 
-@pytest.mark.parametrize("kw, msg", [({"epochs": 0}, "epochs"), ({"lr": float("nan")}, "lr"), ({"batch_size": 0}, "batch_size"),
-                                     ({"early_stopping": 0}, "early_stopping"), ({"mode": "up"}, "mode")])
+@pytest.mark.parametrize("kw, msg", [({"epochs": 0}, "epochs"), ({"lr": float("nan")}, "lr"),
+                                     ({"batch_size": 0}, "batch_size"), ({"early_stopping": 0}, "early_stopping"),
+                                     ({"mode": "up"}, "mode")])
 def test_bad_arguments_are_refused_before_training(kw, msg):
     with pytest.raises(UsageError, match=msg): fit(net(), blobs(), **{**KW, **kw})
 
@@ -307,6 +309,7 @@ def test_interrupt_is_one_line_and_names_the_checkpoint(tmp_path):
         fit(net(), blobs(), checkpoint_dir=tmp_path, callbacks=[Stop()], **KW)
     assert isinstance(e.value, KeyboardInterrupt)
     assert e.value._render_traceback_() == [str(e.value)]
-    assert "the checkpoint of epoch 2" in str(e.value) and str(tmp_path) in str(e.value) and "resume=True" in str(e.value)
+    assert ("the checkpoint of epoch 2" in str(e.value) and str(tmp_path) in str(e.value)
+            and "resume=True" in str(e.value))
     with pytest.raises(TrainingInterrupted, match="no checkpoint was written"):
         fit(net(), blobs(), callbacks=[Stop()], **KW)

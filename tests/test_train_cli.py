@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +17,8 @@ DATA = REPO.parent / "shared" / "data"
 
 def gynlab(*args, cwd):
     exe = Path(sys.executable).with_name("gynlab")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "import sys; from gynlab.cli import main; sys.exit(main())"]
+    cmd = ([str(exe)] if exe.exists()
+           else [sys.executable, "-c", "import sys; from gynlab.cli import main; sys.exit(main())"])
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
@@ -64,7 +64,8 @@ def _write_images(folder: Path):
     (folder / "sub").mkdir()
     Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / "sub" / "deep.png")
     (folder / "notes.txt").write_text("not an image")
-    return ["grey_64.png", "palette.png", "photo.JPG", "rgb_40x30.png", "rgba_20x50.png", "sixteen_bit.tif", "small.bmp"]
+    return ["grey_64.png", "palette.png", "photo.JPG", "rgb_40x30.png", "rgba_20x50.png", "sixteen_bit.tif",
+            "small.bmp"]
 
 
 def _rows(path):
@@ -89,7 +90,8 @@ def test_predict_folder_of_mixed_images(run, tmp_path):
     from gynlab.train import predict
     from gynlab.transforms import preprocess
     net, cfg = load_run(r)
-    x = preprocess(Image.open(tmp_path / "imgs" / "rgb_40x30.png"), cfg["image_size"], cfg["channels"], cfg["mean"], cfg["std"])
+    x = preprocess(Image.open(tmp_path / "imgs" / "rgb_40x30.png"), cfg["image_size"], cfg["channels"],
+                   cfg["mean"], cfg["std"])
     want = predict(net, x[None])[0]
     got = [float(rows[3][f"prob_{c}"]) for c in classes]
     np.testing.assert_allclose(got, want, atol=2e-6)
@@ -104,7 +106,8 @@ def test_corrupt_image_stops_cleanly_or_is_skipped(run, tmp_path):
     out = tmp_path / "preds.csv"
     p = gynlab("predict", "--run", r, "--input", tmp_path / "imgs", "--out", out, cwd=d)
     assert p.returncode == 2 and "broken.png" in p.stderr and "Traceback" not in p.stderr
-    assert not out.exists() and not [f for f in tmp_path.iterdir() if f.name.startswith(".preds")]  # no half-written CSV
+    # no half-written CSV
+    assert not out.exists() and not [f for f in tmp_path.iterdir() if f.name.startswith(".preds")]
     p = gynlab("predict", "--run", r, "--input", tmp_path / "imgs", "--out", out, "--skip-bad", cwd=d)
     assert p.returncode == 0, p.stderr
     assert "skipped" in p.stderr and "broken.png" in p.stderr
@@ -115,7 +118,8 @@ def test_clear_errors(run, tmp_path):
     d, r, _ = run
     (tmp_path / "empty").mkdir()
     cases = [(["predict", "--run", r, "--input", tmp_path / "empty", "--out", tmp_path / "x.csv"], "no images"),
-             (["predict", "--run", tmp_path / "no_run", "--input", tmp_path / "empty", "--out", tmp_path / "x.csv"], "no_run"),
+             (["predict", "--run", tmp_path / "no_run", "--input", tmp_path / "empty", "--out", tmp_path / "x.csv"],
+              "no_run"),
              (["predict", "--run", r, "--input", tmp_path / "nowhere", "--out", tmp_path / "x.csv"], "nowhere"),
              (["train", "--dataset", "no-such-set", "--out", tmp_path / "r"], "no-such-set"),
              (["train", "--dataset", "phantom-cine", "--out", tmp_path / "r", "--epochs", "1"], "classification")]
@@ -126,7 +130,8 @@ def test_clear_errors(run, tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
-@pytest.mark.skipif(not (DATA / "mmotu_otu2d").is_dir(), reason="real MMOTU data not present (../shared/data/mmotu_otu2d)")
+@pytest.mark.skipif(not (DATA / "mmotu_otu2d").is_dir(),
+                    reason="real MMOTU data not present (../shared/data/mmotu_otu2d)")
 def test_mmotu_efficientnet_subset(tmp_path):
     p = gynlab("train", "--dataset", "mmotu", "--model", "efficientnet_lite0", "--subset", 32, "--epochs", 1,
                "--image-size", 64, "--out", "runs/mm", "--quiet", cwd=tmp_path)

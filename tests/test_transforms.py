@@ -38,8 +38,10 @@ def test_preprocess_files_and_arrays(tmp_path):
     assert T.preprocess(arr.transpose(2, 0, 1), 64).shape == (3, 64, 64)   # channel-first array
     assert T.preprocess(arr[..., 0], 16, channels=1).shape == (1, 16, 16)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(BadImageError, match="bad.png: corrupt or unreadable image"): T.preprocess(tmp_path / "bad.png", 32)
-    with pytest.raises(BadImageError, match="missing.png: image file is missing"): T.preprocess(tmp_path / "missing.png", 32)
+    with pytest.raises(BadImageError, match="bad.png: corrupt or unreadable image"):
+        T.preprocess(tmp_path / "bad.png", 32)
+    with pytest.raises(BadImageError, match="missing.png: image file is missing"):
+        T.preprocess(tmp_path / "missing.png", 32)
     with pytest.raises(BadImageError, match="gone.png: mask file is missing"): T.resize_mask(tmp_path / "gone.png", 8)
 
 
@@ -61,7 +63,8 @@ def test_mask_resize_keeps_labels():
         r = T.resize_mask(Image.fromarray(msk), size)
         assert r.shape == (size, size) and r.dtype == torch.long
         assert set(r.unique().tolist()) <= {0, 3, 7}
-    with pytest.raises(ValueError, match="mode"): T.resize_mask(Image.fromarray(rng.integers(0, 255, (5, 5, 3), dtype=np.uint8)), 4)
+    with pytest.raises(ValueError, match="mode"):
+        T.resize_mask(Image.fromarray(rng.integers(0, 255, (5, 5, 3), dtype=np.uint8)), 4)
 
 
 def _roundtrip(aug, x, y=None):
@@ -69,7 +72,8 @@ def _roundtrip(aug, x, y=None):
 
 
 @pytest.mark.parametrize("make", [lambda s: T.ultrasound_augment(seed=s), lambda s: T.cytology_augment(seed=s),
-                                  lambda s: T.Speckle(prob=1.0, seed=s), lambda s: T.StainJitter(0.2, 0.1, prob=1.0, seed=s),
+                                  lambda s: T.Speckle(prob=1.0, seed=s),
+                                  lambda s: T.StainJitter(0.2, 0.1, prob=1.0, seed=s),
                                   lambda s: T.RandRotate(20, prob=1.0, seed=s)])
 def test_augment_deterministic_under_seed(make):
     x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -85,7 +89,8 @@ def test_augment_deterministic_under_seed(make):
 def test_spatial_augment_moves_mask_with_image():
     x = torch.zeros(1, 32, 32); x[0, 4:10, 20:28] = 1.0
     y = (x[0] > 0.5).long() * 4
-    for aug in (T.RandFlip(-1, prob=1.0), T.RandFlip(-2, prob=1.0), T.RandRot90(prob=1.0, seed=1), T.RandRotate(15, prob=1.0, seed=2)):
+    for aug in (T.RandFlip(-1, prob=1.0), T.RandFlip(-2, prob=1.0), T.RandRot90(prob=1.0, seed=1),
+                T.RandRotate(15, prob=1.0, seed=2)):
         xa, ya = aug(x.clone(), y.clone())
         assert set(ya.unique().tolist()) <= {0, 4}
         agree = ((xa[0] > 0.5) == (ya == 4)).float().mean()

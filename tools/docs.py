@@ -343,7 +343,8 @@ def local_doc_links(out: Path, pages: list[Path], notebooks: list[Path], base: s
         return None
 
     unpublished = re.compile(r"""<a\b[^>]*\bhref\s*=\s*["']""" + re.escape(base.rstrip("/")) + "/(?:"
-                             + "|".join(map(re.escape, sorted(NOT_PUBLISHED))) + r""")/[^"']*["'][^>]*>(.*?)</a>""", re.S)
+                             + "|".join(map(re.escape, sorted(NOT_PUBLISHED)))
+                             + r""")/[^"']*["'][^>]*>(.*?)</a>""", re.S)
     for page in pages:
         html = unpublished.sub(r"\1", page.read_text(encoding="utf-8"))  # checkers are not published: plain text
 

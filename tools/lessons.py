@@ -6,7 +6,10 @@ Writes nbs/sidebar.yml and the lesson map in nbs/index.ipynb, so a new lesson ap
     python tools/lessons.py --check  # exit 1 if either is out of date (used by the tests)
 """
 from __future__ import annotations
-import argparse, json, re, sys
+import argparse
+import json
+import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,9 +26,12 @@ PLAN = [
     ("11_training", "the training loop, metrics, early stopping, checkpoints, seeds, DDP", "gynlab.train"),
     ("20_transfer", "pretrained features, linear probe vs fine-tuning", "gynlab.models.pretrained"),
     ("21_domain", "generalisation and domain adaptation (Doppler vs grey-scale, scanner shift)", "gynlab.domain"),
-    ("30_segmentation", "U-Net built step by step, Dice/CE losses, training on fibroids, ovarian lesions, fetal skulls, nuclei", "gynlab.models.unet"),
-    ("31_seg_metrics", "Dice, IoU, 95% Hausdorff and their edge cases; ellipse fit and head circumference", "gynlab.metrics"),
-    ("40_attention", "channel/spatial attention, attention gates, a small ViT and its attention maps", "gynlab.models.attention"),
+    ("30_segmentation", "U-Net built step by step, Dice/CE losses, training on fibroids, ovarian lesions, "
+     "fetal skulls, nuclei", "gynlab.models.unet"),
+    ("31_seg_metrics", "Dice, IoU, 95% Hausdorff and their edge cases; ellipse fit and head circumference",
+     "gynlab.metrics"),
+    ("40_attention", "channel/spatial attention, attention gates, a small ViT and its attention maps",
+     "gynlab.models.attention"),
     ("50_interpret", "attribution methods and how to judge an explanation", "gynlab.interpret"),
     ("51_explorer", "the interactive explorer widget", "gynlab.widgets"),
     ("60_cad", "end-to-end CAD: calibration, operating points, uncertainty and referral, case reports", "gynlab.cad"),
@@ -33,11 +39,16 @@ PLAN = [
     ("70_generative", "autoencoders (denoising, anomaly), GANs (synthesis, augmentation)", "gynlab.models.generative"),
     ("71_sequence", "RNNs over ultrasound cine loops", "gynlab.models.sequence"),
     ("80_responsible", "shortcut learning, subgroup audit, model cards, regulation and ethics", "gynlab.audit"),
-    ("81_cervical_screening", "cervical screening: nucleus segmentation, cytologist's features vs end-to-end CNN, slide-level operating point", "gynlab.apps.cervical"),
-    ("82_ovarian_triage", "ovarian tumour triage: calibrated benign/malignant/needs-expert decisions against IOTA-style rules", "gynlab.apps.ovarian"),
-    ("83_endometriosis", "endometrioma against other benign cysts, and whether the model looks at the cyst content", "gynlab.apps.endometriosis"),
-    ("84_fibroids", "uterine fibroids: segmentation to count, volume and a FIGO-like position, each error measured", "gynlab.apps.fibroids"),
-    ("85_placenta_accreta", "placenta accreta spectrum on a phantom with planted signs: classifier, segmenter, attribution checks", "gynlab.placenta"),
+    ("81_cervical_screening", "cervical screening: nucleus segmentation, cytologist's features vs end-to-end CNN, "
+     "slide-level operating point", "gynlab.apps.cervical"),
+    ("82_ovarian_triage", "ovarian tumour triage: calibrated benign/malignant/needs-expert decisions "
+     "against IOTA-style rules", "gynlab.apps.ovarian"),
+    ("83_endometriosis", "endometrioma against other benign cysts, and whether the model looks at the cyst content",
+     "gynlab.apps.endometriosis"),
+    ("84_fibroids", "uterine fibroids: segmentation to count, volume and a FIGO-like position, each error measured",
+     "gynlab.apps.fibroids"),
+    ("85_placenta_accreta", "placenta accreta spectrum on a phantom with planted signs: classifier, segmenter, "
+     "attribution checks", "gynlab.placenta"),
     ("90_cli", "the `gynlab` command line: runs, predictions, reports, exit codes, your own command", "gynlab.cli"),
 ]
 SECTIONS = {"0": "Foundations", "1": "Networks and training", "2": "Transfer and domain shift", "3": "Segmentation",

@@ -9,7 +9,10 @@ notebooks are made relative to the repository root (`nbs/...`).
     python tools/readme.py --out FILE    # write elsewhere
 """
 from __future__ import annotations
-import argparse, json, re, sys
+import argparse
+import json
+import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +29,8 @@ def _directives(src: str) -> tuple[dict, str]:
     while i < len(lines) and (lines[i].strip().startswith("#|") or (not lines[i].strip() and d)):
         l = lines[i].strip()
         if l.startswith("#|"):
-            k, _, v = l[2:].strip().partition(":") if ":" in l else (l[2:].strip().split(" ")[0], "", " ".join(l[2:].split()[1:]))
+            k, _, v = (l[2:].strip().partition(":") if ":" in l
+                       else (l[2:].strip().split(" ")[0], "", " ".join(l[2:].split()[1:])))
             d[k.strip()] = v.strip()
         i += 1
     return d, "\n".join(lines[i:]).strip("\n")

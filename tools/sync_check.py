@@ -4,7 +4,9 @@ as committed, and the notebooks must be stored clean (`make sync-check`, part of
     python tools/sync_check.py
 """
 from __future__ import annotations
-import hashlib, subprocess, sys
+import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

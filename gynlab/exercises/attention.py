@@ -17,7 +17,8 @@ from ..models.attention import AttentionCNN, AttentionUNet, SEBlock, TinyViT
 from ..models.unet import DiceCELoss, UNet
 
 # %% auto #0
-__all__ = ['check_sdpa', 'check_n_tokens', 'check_se_weights', 'make_classifier', 'compare_classifiers', 'compare_segmenters']
+__all__ = ['check_sdpa', 'check_n_tokens', 'check_se_weights', 'difference_noise', 'check_attention_size_prediction',
+           'check_comparison_claim', 'make_classifier', 'compare_classifiers', 'compare_segmenters']
 
 # %% ../../nbs/exercises/attention.ipynb #1289564e
 @exercise("attention-sdpa")
@@ -30,11 +31,15 @@ def check_sdpa(fn):
     if isinstance(got, tuple): got = got[0]
     got = torch.as_tensor(got).detach()
     want = F.scaled_dot_product_attention(q, k, v)
-    if got.shape != want.shape: raise Wrong(f"the output has shape {tuple(got.shape)}, expected {tuple(want.shape)}.", "the output has one d-vector per query: (attention @ v)")
+    if got.shape != want.shape:
+        raise Wrong(f"the output has shape {tuple(got.shape)}, expected {tuple(want.shape)}.",
+                    "the output has one d-vector per query: (attention @ v)")
     if torch.allclose(got, (q @ k.transpose(-2, -1)).softmax(-1) @ v, atol=1e-5):
-        raise Wrong("you forgot to divide the scores by √d.", "scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])")
+        raise Wrong("you forgot to divide the scores by √d.",
+                    "scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])")
     if torch.allclose(got, (q @ k.transpose(-2, -1) / math.sqrt(8)).softmax(-2) @ v, atol=1e-5):
-        raise Wrong("your softmax runs over the wrong axis: each query's weights (a row) must sum to 1.", "softmax(dim=-1)")
+        raise Wrong("your softmax runs over the wrong axis: each query's weights (a row) must sum to 1.",
+                    "softmax(dim=-1)")
     expect_close(got, want, "your attention output", atol=1e-5)
     return "correct: this is what torch.nn.functional.scaled_dot_product_attention computes."
 
@@ -46,8 +51,10 @@ def check_n_tokens(fn):
         got = fn(s, p)
         if got is None: raise Wrong("your function returned None: did you forget to `return`?")
         if got == (s // p) ** 2 + 1: continue
-        if got == (s // p) ** 2: raise Wrong(f"for {s}px and {p}px patches you counted the patches but not the class token.", "add 1")
-        if got == s // p + 1: raise Wrong(f"for {s}px and {p}px patches you counted one row of patches.", "the grid is (s/p) × (s/p)")
+        if got == (s // p) ** 2:
+            raise Wrong(f"for {s}px and {p}px patches you counted the patches but not the class token.", "add 1")
+        if got == s // p + 1:
+            raise Wrong(f"for {s}px and {p}px patches you counted one row of patches.", "the grid is (s/p) × (s/p)")
         expect_equal(int(got), (s // p) ** 2 + 1, f"the number of tokens for {s}px images and {p}px patches")
     return "correct: (H/p)·(W/p) patches + 1 class token; attention costs grow with its square."
 
@@ -64,16 +71,62 @@ def check_se_weights(fn):
     got = fn(x, w1.detach(), b1.detach(), w2.detach(), b2.detach())
     if got is None: raise Wrong("your function returned None: did you forget to `return`?")
     got = torch.as_tensor(got).detach()
-    if got.shape != (2, 6): raise Wrong(f"the weights have shape {tuple(got.shape)}, expected (2, 6): one per channel and image.", "squeeze with x.mean((2, 3))")
+    if got.shape != (2, 6):
+        raise Wrong(f"the weights have shape {tuple(got.shape)}, expected (2, 6): one per channel and image.",
+                    "squeeze with x.mean((2, 3))")
     if (got < 0).any() or (got > 1).any(): raise Wrong("some weights are outside [0, 1].", "finish with torch.sigmoid")
-    expect_close(got, se.weights(x).detach(), "your SE weights", atol=1e-5, hint="mean over H, W → linear → ReLU → linear → sigmoid")
+    expect_close(got, se.weights(x).detach(), "your SE weights", atol=1e-5,
+                 hint="mean over H, W → linear → ReLU → linear → sigmoid")
     return "correct: one weight in (0, 1) per channel, computed from the whole image."
+
+# %% ../../nbs/exercises/attention.ipynb #xa000022
+def difference_noise(p1: float, p2: float, n: int) -> float:
+    "Two standard errors of the difference between two accuracies `p1`, `p2`, each measured on `n` images."
+    return float(2 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n))
+
+@exercise("attention-size-prediction")
+def check_attention_size_prediction(guess, image_size: int = 48, patch: int = 8, heads: int = 4):
+    "Checker of a prediction: how many attention weights one TinyViT layer holds for one image."
+    vit = TinyViT(image_size, patch, 64, 1, heads, 5, 3).eval()
+    with torch.no_grad(): _, attns = vit(torch.zeros(1, 3, image_size, image_size), return_attn=True)
+    want, n_tok = attns[0][0].numel(), (image_size // patch) ** 2 + 1
+    if isinstance(guess, bool) or not isinstance(guess, (int, float)) or float(guess) != int(guess):
+        raise Wrong(f"write a whole number, got {guess!r}.")
+    if guess == heads * (n_tok - 1) ** 2:
+        raise Wrong("you left out the class token: it attends and is attended to like a patch.")
+    if guess == n_tok ** 2: raise Wrong(f"that is one head's {n_tok} x {n_tok} matrix; there are {heads} heads.")
+    if guess == heads * n_tok:
+        raise Wrong("each token compares itself with every token: tokens x tokens per head, not tokens.")
+    expect_equal(int(guess), want, "your count", hint="heads x tokens x tokens, tokens = (image/patch)² + 1")
+    return (f"correct: {heads} x {n_tok} x {n_tok} = {want:,}. Halve the patch size "
+            f"and the tokens roughly quadruple, the "
+            f"attention memory grows about 16-fold.")
+
+@exercise("attention-comparison-claim")
+def check_comparison_claim(claim, rows, a: str = "cnn", b: str = "cnn+se"):
+    ("Checker of a read-and-decide answer: what one run's accuracies of `a` and `b` support, "
+     "by the two-standard-error rule.")
+    options = ("SE helps", "SE hurts", "cannot tell")
+    if claim not in options: raise Wrong(f"answer with one of {options}, got {claim!r}.")
+    by = {r["model"]: r for r in rows}
+    pa, pb, n = by[a]["accuracy"], by[b]["accuracy"], by[a]["n_valid"]
+    noise, gap = difference_noise(pa, pb, n), pb - pa
+    want = "cannot tell" if abs(gap) <= noise else "SE helps" if gap > 0 else "SE hurts"
+    if claim == want: return f"correct: the gap is {gap:+.3f}, two standard errors ±{noise:.3f}: {want}."
+    if want == "cannot tell":
+        raise Wrong(f"{b} scored {pb:.3f} and {a} {pa:.3f}: a gap of {gap:+.3f}, "
+                    f"but two standard errors on {n} images are "
+                    f"±{noise:.3f}. A gap inside the noise is not evidence either way.",
+                    "compare |gap| with difference_noise")
+    raise Wrong(f"the gap {gap:+.3f} is larger than two standard errors (±{noise:.3f}): "
+                "this run does show a difference.")
 
 # %% ../../nbs/exercises/attention.ipynb #xa000003
 def _n_params(m: nn.Module) -> int: return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
 def make_classifier(name: str, in_channels: int, n_classes: int, image_size: int = 64) -> nn.Module:
-    "'cnn', 'cnn+se', 'cnn+cbam', 'cnn+spatial' (width 16, depth 4) or 'vit' (TinyViT patch 8, dim 64, depth 4, 4 heads)."
+    ("'cnn', 'cnn+se', 'cnn+cbam', 'cnn+spatial' (width 16, depth 4) "
+     "or 'vit' (TinyViT patch 8, dim 64, depth 4, 4 heads).")
     if name == "vit": return TinyViT(image_size, 8, 64, 4, 4, n_classes, in_channels)
     att = {"cnn": None, "cnn+se": "se", "cnn+cbam": "cbam", "cnn+spatial": "spatial"}
     if name not in att: raise UsageError(f"unknown classifier {name!r}: use one of {list(att) + ['vit']}")
@@ -96,7 +149,8 @@ def compare_classifiers(dataset: str = "phantom-cytology", models=("cnn", "cnn+s
                         epochs: int = 5, lr: float = 1e-3, batch_size: int = 32, n: int | None = 300,
                         subset: int | None = None, seed: int = 0, device=None, data_root=None, progress: bool = False,
                         return_models: bool = False):
-    "Train each model on the same data with the same budget; one row per model with validation metrics (and the nets, validation set)."
+    ("Train each model on the same data with the same budget; "
+     "one row per model with validation metrics (and the nets, validation set).")
     from gynlab.train import evaluate, fit
     tr, va, channels, n_classes = _classification_data(dataset, image_size, n, subset, seed, data_root)
     rows, nets = [], {}
@@ -107,8 +161,9 @@ def compare_classifiers(dataset: str = "phantom-cytology", models=("cnn", "cnn+s
         fit(net, tr, va, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device, progress=progress)
         m = evaluate(net, va, device=device)
         rows.append({"model": name, "params": _n_params(net), "accuracy": round(m["accuracy"], 3),
-                     "balanced_accuracy": round(m["balanced_accuracy"], 3), "train_s": round(time.perf_counter() - t0, 1),
-                     "n_train": len(tr), "n_valid": len(va), "epochs": epochs})
+                     "balanced_accuracy": round(m["balanced_accuracy"], 3),
+                     "train_s": round(time.perf_counter() - t0, 1), "n_train": len(tr),
+                     "n_valid": len(va), "epochs": epochs})
     return (rows, nets, va) if return_models else rows
 
 # %% ../../nbs/exercises/attention.ipynb #xa000004
@@ -124,9 +179,11 @@ def compare_segmenters(dataset: str = "phantom-uterus-mri", models=("unet", "att
     kinds = {"unet": UNet, "attention-unet": AttentionUNet}
     for name in models:
         if name not in kinds: raise UsageError(f"unknown segmenter {name!r}: use 'unet' or 'attention-unet'")
-    train, valid, info = segmentation_data(dataset, image_size=image_size, target=target, subset=subset, seed=seed, data_root=data_root)
+    train, valid, info = segmentation_data(dataset, image_size=image_size, target=target, subset=subset, seed=seed,
+                                           data_root=data_root)
     mean, std = (list(IMAGENET_MEAN), list(IMAGENET_STD)) if info["channels"] == 3 else ([0.5], [0.5])
-    tr, va = (to_torch(s, image_size, info["channels"], info["target"], mean=mean, std=std, cache=True) for s in (train, valid))
+    tr, va = (to_torch(s, image_size, info["channels"], info["target"], mean=mean, std=std, cache=True)
+              for s in (train, valid))
     rows, nets = [], {}
     for name in models:
         seed_everything(seed)
@@ -135,6 +192,7 @@ def compare_segmenters(dataset: str = "phantom-uterus-mri", models=("unet", "att
         fit(net, tr, va, epochs=epochs, lr=lr, batch_size=batch_size, loss=DiceCELoss(), seed=seed, device=device,
             metrics=lambda o, t: segmentation_metrics(o, t, info["classes"]), monitor="dice", progress=progress)
         summ, _ = evaluate_segmenter(net, valid, info, mean=mean, std=std, device=device)
-        rows.append({"model": name, "params": _n_params(net), "dice": round(summ["dice"], 3), "iou": round(summ["iou"], 3),
-                     "train_s": round(time.perf_counter() - t0, 1), "n_train": len(train), "n_valid": len(valid), "epochs": epochs})
+        rows.append({"model": name, "params": _n_params(net), "dice": round(summ["dice"], 3),
+                     "iou": round(summ["iou"], 3), "train_s": round(time.perf_counter() - t0, 1), "n_train": len(train),
+                     "n_valid": len(valid), "epochs": epochs})
     return (rows, nets, (valid, info, mean, std)) if return_models else rows

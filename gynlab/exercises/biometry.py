@@ -4,11 +4,13 @@
 
 # %% ../../nbs/exercises/biometry.ipynb #eb000003
 from __future__ import annotations
-from ..biometry import hadlock_ga_weeks
-from .core import exercise, expect_close
+import numpy as np
+from ..biometry import biometry_from_mask, check_skull_mask, hadlock_ga_weeks
+from ..core import DataError
+from .core import Wrong, exercise, expect_close
 
 # %% auto #0
-__all__ = ['check_hadlock', 'check_ga_error_days']
+__all__ = ['check_hadlock', 'check_ga_error_days', 'synthetic_skull', 'check_pixel_slip', 'quiz_masks', 'check_refusals']
 
 # %% ../../nbs/exercises/biometry.ipynb #eb000004
 @exercise("biometry-hadlock")
@@ -28,3 +30,53 @@ def check_ga_error_days(fn):
                      f"the change in days for a {err:+.0f} mm error at {hc:.0f} mm", rtol=1e-6,
                      hint="GA(hc + error) − GA(hc) is in weeks; a week has 7 days; keep the sign")
     return "right: the same 5 mm costs about twice as many days near term as at 18 weeks"
+
+# %% ../../nbs/exercises/biometry.ipynb #eb000011
+def synthetic_skull(shape=(270, 400), semi_axes=(60, 90)) -> np.ndarray:
+    "The synthetic skull of lesson 61: a filled ellipse with semi-axes (rows, columns) in the middle of the frame."
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return ((yy - shape[0] / 2) / semi_axes[0]) ** 2 + ((xx - shape[1] / 2) / semi_axes[1]) ** 2 <= 1
+
+@exercise("biometry-pixel-slip")
+def check_pixel_slip(predicted_hc_mm):
+    "Your prediction of the HC measured on the synthetic skull when 0.125 mm is typed instead of 0.25 mm per pixel."
+    if predicted_hc_mm is None or predicted_hc_mm is ...:
+        raise Wrong("write your prediction as a number of millimetres first")
+    right = biometry_from_mask(synthetic_skull(), 0.125, image_size=(400, 270))["hc_mm"]
+    expect_close(float(predicted_hc_mm), right, "the HC with half the pixel size", rtol=0.05,
+                 hint="every length in pixels is multiplied by the pixel size: half the size, half the millimetres")
+    return (f"right: {right:.1f} mm, half the true HC — and it passes every check (a head of about 14 weeks): "
+            "a pixel-size slip is a wrong number that looks right")
+
+# %% ../../nbs/exercises/biometry.ipynb #eb000014
+def quiz_masks() -> dict:
+    "Four candidate skull masks (400x270 px) for the read-and-decide exercise of lesson 61: letter -> bool mask."
+    yy, xx = np.mgrid[:270, :400]
+    ell = lambda cy, cx, ry, rx: ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    return {"A": ell(135, 200, 70, 95),                              # a head
+            "B": ell(135, 110, 45, 55) | ell(135, 300, 40, 50),     # two heads' worth of pieces
+            "C": ell(135, 200, 70, 95) & ~ell(135, 275, 75, 60),     # a head with a bite taken out
+            "F": ell(135, 200, 70, 95) ^ ell(135, 200, 62, 87)}      # only the skull's outline, a ring
+
+def _refused(mask) -> bool:
+    try: check_skull_mask(mask, (400, 270)); return False
+    except DataError: return True
+
+@exercise("biometry-refusals")
+def check_refusals(letters):
+    "Your set of the letters of `quiz_masks()` that the plausibility checks refuse."
+    if letters is ... or letters is None: raise Wrong("answer with a set of letters, e.g. {'A'}")
+    got = {str(x).upper() for x in letters}
+    masks = quiz_masks()
+    if got - set(masks): raise Wrong(f"there is no mask {sorted(got - set(masks))}: the letters are {sorted(masks)}")
+    right = {k for k, m in masks.items() if _refused(m)}
+    if "F" in got:
+        raise Wrong("F is accepted: the checks fill the holes of the largest piece before fitting, so a ring is "
+                    "measured like the filled head it outlines — exactly what a skull outline is")
+    if got != right:
+        missed, extra = sorted(right - got), sorted(got - right)
+        raise Wrong(f"not quite: {'you accepted ' + ', '.join(missed) if missed else ''}"
+                    f"{'; ' if missed and extra else ''}{'you refused ' + ', '.join(extra) if extra else ''}",
+                    "read the table of checks: pieces (largest ≥ 90 %), overlap with the fitted ellipse (≥ 0.85), "
+                    "axis ratio (≥ 0.5), cover (≤ 80 %)")
+    return "right: B is in two pieces, C overlaps its ellipse by 0.78; A and the ring F are measured"

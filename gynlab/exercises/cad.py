@@ -6,11 +6,11 @@
 from __future__ import annotations
 import numpy as np
 
-from ..cad import expected_calibration_error, threshold_for
+from ..cad import expected_calibration_error, ppv_at, threshold_for
 from .core import Wrong, exercise, expect_close
 
 # %% auto #0
-__all__ = ['check_ece', 'check_threshold']
+__all__ = ['check_ece', 'check_threshold', 'check_ppv_prediction', 'check_capacity_threshold']
 
 # %% ../../nbs/exercises/cad.ipynb #61eee89f
 @exercise("cad-ece")
@@ -39,3 +39,55 @@ def check_threshold(fn):
         expect_close(t, threshold_for(y, s, sensitivity=tgt), f"the threshold for sensitivity {tgt}",
                      hint="among thresholds reaching the target, take the highest (it gives the best specificity)")
     return "your thresholds reach the target sensitivity with the best specificity possible"
+
+# %% ../../nbs/exercises/cad.ipynb #ce000006
+@exercise("cad-ppv-prediction")
+def check_ppv_prediction(guess, sensitivity=0.9, specificity=0.7, prevalence=0.03):
+    "Checker of a prediction: the PPV of a test with this sensitivity and specificity at this prevalence."
+    if not isinstance(guess, (int, float, np.number)) or isinstance(guess, bool):
+        raise Wrong(f"write a number between 0 and 1, got {guess!r}.")
+    want = ppv_at(sensitivity, specificity, prevalence)
+    near = lambda v: abs(guess - v) < 0.002
+    if near(sensitivity):
+        raise Wrong(f"{guess:.2f} is the sensitivity, P(flagged | malignant); the PPV is P(malignant | flagged).",
+                    "count, out of 1,000 masses, the flagged malignant ones and the flagged benign ones")
+    if near(specificity) or near(1 - specificity):
+        raise Wrong(f"{guess:.2f} comes from the specificity alone; the PPV depends on the prevalence too.")
+    if near(sensitivity * prevalence):
+        raise Wrong(f"{guess:.3f} is the share of all masses that are malignant *and* flagged; divide by all flagged "
+                    "masses, benign ones included.")
+    if near(prevalence):
+        raise Wrong(f"{guess:.2f} is the prevalence, the PPV of flagging at random.")
+    expect_close(guess, want, "your PPV", atol=0.005, rtol=0,
+                 hint="PPV = sens·prev / (sens·prev + (1 − spec)·(1 − prev))")
+    n = 1000
+    return (f"correct: of {n} masses, {sensitivity * prevalence * n:.0f} malignant ones are flagged and "
+            f"{(1 - specificity) * (1 - prevalence) * n:.0f} benign ones: PPV {want:.3f}. A sensitive test for a rare "
+            "disease flags mostly benign masses.")
+
+@exercise("cad-capacity-threshold")
+def check_capacity_threshold(answer, table, capacity):
+    ("Checker of a read-and-decide answer: the table's threshold with the best sensitivity "
+     "among those flagging <= capacity.")
+    rows = table.to_dict("records")
+    try: a = float(answer)
+    except (TypeError, ValueError):
+        raise Wrong(f"copy a threshold (a number) from the table, got {answer!r}.") from None
+    match = [r for r in rows if abs(r["threshold"] - a) < 5e-5]
+    if not match: raise Wrong(f"{a} is not one of the table's thresholds; copy one as printed.")
+    r = match[0]
+    if r["flagged"] > capacity + 1e-12:
+        msg = (f"at {a} the model flags {r['flagged']:.0%} of all cases, "
+               f"more than the {capacity:.0%} the service can review")
+        if r["specificity"] >= 1 - capacity:
+            msg += (f"; its specificity of {r['specificity']:.0%} counts only the benign cases, "
+                    "but the workload is every "
+                    "flagged case, the malignant ones included")
+        raise Wrong(msg + ".", "read the 'flagged' column")
+    best = max(q["sensitivity"] for q in rows if q["flagged"] <= capacity + 1e-12)
+    if r["sensitivity"] < best:
+        raise Wrong(f"{a} fits ({r['flagged']:.0%} flagged), but a lower threshold in the table also fits and catches "
+                    f"more positives (sensitivity {best:.2f} against {r['sensitivity']:.2f}).",
+                    "among the rows that fit, take the most sensitive")
+    return (f"right: {r['flagged']:.0%} of cases flagged, within {capacity:.0%}, catching {r['sensitivity']:.0%} "
+            f"of the positives (in-sample on the validation split: expect less on new cases).")

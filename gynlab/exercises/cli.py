@@ -13,7 +13,7 @@ from .core import Wrong, exercise
 from ..cli import build_parser
 
 # %% auto #0
-__all__ = ['check_add_cli']
+__all__ = ['PREPROCESSING_FIELDS', 'check_add_cli', 'exit_code_cases', 'check_exit_codes', 'check_input_fields']
 
 # %% ../../nbs/exercises/cli.ipynb #1de7d1d1
 @exercise("cli-count")
@@ -26,7 +26,8 @@ def check_add_cli(add_cli):
         parser = build_parser([mod.__name__])
         try:
             with redirect_stderr(StringIO()): args = parser.parse_args(["count"])
-        except SystemExit: raise Wrong("no `count` command was registered.", "call `subparsers.add_parser('count')`") from None
+        except SystemExit:
+            raise Wrong("no `count` command was registered.", "call `subparsers.add_parser('count')`") from None
         if not hasattr(args, "func"): raise Wrong("`count` has no `func`.", "use `p.set_defaults(func=...)`")
         buf = StringIO()
         with redirect_stdout(buf): args.func(args)
@@ -34,3 +35,61 @@ def check_add_cli(add_cli):
     got = buf.getvalue().strip()
     if got != str(len(cards())): raise Wrong(f"`gynlab count` printed {got!r}, expected {len(cards())}.")
     return "correct: that is all a lesson module needs to add a command."
+
+# %% ../../nbs/exercises/cli.ipynb #ecli0002
+def _exit_code(argv) -> int:
+    from gynlab.cli import main
+    out, err = StringIO(), StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try: return int(main([str(a) for a in argv]) or 0)
+        except SystemExit as e: return int(e.code or 0)
+
+def exit_code_cases(run, images, work) -> dict:
+    "The commands of lesson 90's prediction exercise: name -> argv (outputs under `work`)."
+    from pathlib import Path
+    run, images, work = Path(run), Path(images), Path(work)
+    first = sorted(p for p in images.iterdir() if p.suffix == ".png")[0]
+    return {"one image as --input": ["predict", "--run", run, "--input", first, "--out", work / "one.csv"],
+            "--image-size 100000": ["train", "--dataset", "phantom-cytology", "--image-size", 100000,
+                                    "--out", work / "big"],
+            "the same predict twice": ["predict", "--run", run, "--input", images, "--out", work / "twice.csv",
+                                       "--skip-bad"],
+            "--out is a folder": ["predict", "--run", run, "--input", images, "--out", images, "--skip-bad"],
+            "data info HC18 (capitals)": ["data", "info", "HC18"]}
+
+@exercise("cli-exit-codes")
+def check_exit_codes(predicted: dict, run, images, work):
+    "Your predicted exit code (0 done, 2 refused) for each command of `exit_code_cases(run, images, work)`."
+    cases = exit_code_cases(run, images, work)
+    if not isinstance(predicted, dict) or set(predicted) != set(cases):
+        raise Wrong(f"give a dict with one exit code for each of: {', '.join(cases)}")
+    _exit_code(cases["the same predict twice"])            # the first of the two
+    wrong = {}
+    for name, argv in cases.items():
+        got = _exit_code(argv)
+        if predicted[name] != got: wrong[name] = got
+    if wrong:
+        raise Wrong("not quite: " + "; ".join(f"{k} exits {v}, not {predicted[k]}" for k, v in wrong.items()),
+                    "run them one by one with `gynlab(...)` above and read the messages")
+    return ("right: predict reads a folder; sizes have bounds; a CSV you asked for is replaced whole (a run is not); "
+            "a folder is never replaced by a file; dataset names ignore case")
+
+# %% ../../nbs/exercises/cli.ipynb #ecli0005
+PREPROCESSING_FIELDS = {"image_size", "channels", "mean", "std"}
+
+@exercise("cli-read-config")
+def check_input_fields(fields):
+    "Your set of the `config.json` fields that turn a new image into the model's input."
+    if fields is ... or fields is None: raise Wrong("answer with a set of field names, e.g. {'model'}")
+    got = {str(f) for f in fields}
+    if got & {"classes", "target"}:
+        raise Wrong("`classes` and `target` name the outputs — what the probabilities mean — not how the input "
+                    "is made")
+    missing, extra = PREPROCESSING_FIELDS - got, got - PREPROCESSING_FIELDS
+    if missing:
+        raise Wrong(f"missing {', '.join(sorted(missing))}: without it a new image reaches the model in another form "
+                    "than the training images did")
+    if extra:
+        raise Wrong(f"{', '.join(sorted(extra))} does not change the input", "which fields does `preprocess` read?")
+    return ("right: resize to image_size, convert to `channels`, subtract mean and divide by std — the "
+            "training set's statistics, stored with the run")

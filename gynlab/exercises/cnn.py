@@ -22,7 +22,8 @@ def check_conv_out_size(fn):
         got, want = fn(n, k, s, p), conv_out_size(n, k, s, p)
         if got is None: raise Wrong("your function returned None: did you forget to `return`?")
         if isinstance(got, float) and got != int(got):
-            raise Wrong(f"for n={n}, k={k}, s={s}, p={p} you returned {got}, a fraction.", "a layer has a whole number of outputs: use floor division //")
+            raise Wrong(f"for n={n}, k={k}, s={s}, p={p} you returned {got}, a fraction.",
+                        "a layer has a whole number of outputs: use floor division //")
         expect_equal(int(got), want, f"the output length for n={n}, k={k}, s={s}, p={p}", hint="(n + 2p - k) // s + 1")
     return "correct: (n + 2p - k) // s + 1."
 
@@ -30,14 +31,16 @@ def check_conv_out_size(fn):
 @exercise("cnn-receptive-field")
 def check_receptive_field(fn):
     "Checker: `fn(layers)` returns the receptive field of a list of (kernel, stride) layers."
-    cases = [[(3, 1)], [(3, 1), (3, 1)], [(3, 1), (2, 2), (3, 1)], [(7, 2), (3, 2), (3, 1), (3, 1)], [(3, 1), (2, 2)] * 4]
+    cases = [[(3, 1)], [(3, 1), (3, 1)], [(3, 1), (2, 2), (3, 1)], [(7, 2), (3, 2), (3, 1), (3, 1)],
+             [(3, 1), (2, 2)] * 4]
     for layers in cases:
         got = fn(list(layers))
         if got is None: raise Wrong("your function returned None: did you forget to `return`?")
         want = receptive_field(layers).size
         if int(got) == 1 + sum(k - 1 for k, s in layers) and want != int(got):
             raise Wrong(f"for {layers} you got {got}: you added (k-1) per layer but forgot the strides.",
-                        "each layer adds (k-1) × jump, where jump is the product of the strides of the layers before it")
+                        "each layer adds (k-1) × jump, "
+                        "where jump is the product of the strides of the layers before it")
         expect_equal(int(got), want, f"the receptive field of {layers}")
     return "correct: r += (k-1)·jump; jump *= stride."
 

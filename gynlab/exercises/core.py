@@ -59,15 +59,18 @@ def exercise(name: str) -> Callable[[Callable[..., Any]], Callable[..., Feedback
     def deco(fn):
         def checker(*args, **kwargs) -> Feedback:
             if args and args[0] is None or (args and args[0] is Ellipsis):
-                return Feedback(False, "there is no answer yet: fill in the starter cell and run it again.", exercise=name)
+                return Feedback(False, "there is no answer yet: fill in the starter cell and run it again.",
+                                exercise=name)
             try:
                 msg = fn(*args, **kwargs)
             except Wrong as e:
                 return Feedback(False, str(e), e.hints, exercise=name)
             except NotImplementedError:
-                return Feedback(False, "your function still raises NotImplementedError: replace it with your code.", exercise=name)
+                return Feedback(False, "your function still raises NotImplementedError: replace it with your code.",
+                                exercise=name)
             except Exception as e:  # the student's code crashed: report it, don't bury it
-                return Feedback(False, f"your code raised {type(e).__name__}: {e}{_student_frame(e.__traceback__)}", exercise=name)
+                return Feedback(False, f"your code raised {type(e).__name__}: {e}{_student_frame(e.__traceback__)}",
+                                exercise=name)
             return Feedback(True, msg or "correct!", exercise=name)
         checker.__name__, checker.__doc__ = fn.__name__, fn.__doc__
         checker.__wrapped__ = fn
@@ -80,10 +83,12 @@ def expect_close(got, want, what: str = "the value", rtol: float = 1e-4, atol: f
     import numpy as np
     if got is None: raise Wrong(f"{what} is None: did you forget to `return` it?")
     try: g, w = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
-    except (TypeError, ValueError): raise Wrong(f"{what} should be a number or an array of numbers, got {type(got).__name__}.")
+    except (TypeError, ValueError):
+        raise Wrong(f"{what} should be a number or an array of numbers, got {type(got).__name__}.")
     if g.shape != w.shape: raise Wrong(f"{what} has shape {g.shape}, expected {w.shape}.", *([hint] if hint else []))
     if not np.allclose(g, w, rtol=rtol, atol=atol):
-        shown = f"{float(g):.4g} instead of {float(w):.4g}" if g.ndim == 0 else f"max difference {np.abs(g - w).max():.3g}"
+        shown = (f"{float(g):.4g} instead of {float(w):.4g}" if g.ndim == 0
+                 else f"max difference {np.abs(g - w).max():.3g}")
         raise Wrong(f"{what} is off: {shown}.", *([hint] if hint else []))
 
 def expect_equal(got, want, what: str = "the answer", hint: str = ""):

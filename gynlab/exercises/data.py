@@ -29,7 +29,8 @@ def check_grouped_split(fn):
     if both: raise Wrong(f"{len(both)} group(s) appear in both splits, e.g. {sorted(both)[:3]}: that is the leak.",
                          "choose validation *groups* first, then take every row of those groups")
     n_val = len({groups[i] for i in va}); n_all = len(set(groups))
-    if abs(n_val / n_all - 0.25) > 0.1: raise Wrong(f"{n_val} of {n_all} groups went to validation; expected about 25%.")
+    if abs(n_val / n_all - 0.25) > 0.1:
+        raise Wrong(f"{n_val} of {n_all} groups went to validation; expected about 25%.")
     tr2, va2 = fn(groups, 0.25, 0)
     if sorted(map(int, va2)) != sorted(va): raise Wrong("the same seed gave a different split: seed your shuffle.")
     return "correct: whole exams go to one side, so validation frames are from exams the model never saw."
@@ -94,7 +95,8 @@ def check_leaky_splits(answer, table):
     for s in sorted((shares | dups) - got):
         if s in shares: raise Wrong(f"split {s} puts frames of the same exam on both sides: it leaks.")
         raise Wrong(f"split {s} shares no exam id, yet {int(table.loc[s, 'near-duplicate pairs across'])} "
-                    "near-duplicate pair(s) straddle it.", "a copy saved under a new name is still the same image: ids are not enough")
+                    "near-duplicate pair(s) straddle it.",
+                    "a copy saved under a new name is still the same image: ids are not enough")
     if extra := got - shares - dups:
         raise Wrong(f"split {sorted(extra)[0]} shares no exam and no near-duplicate pair across train and validation.")
     return ("correct: disjoint ids are not enough when the same image hides under two names; "

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/exercises/domain.ipynb #88fb3d96
 from __future__ import annotations
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -11,7 +12,7 @@ from .core import Wrong, exercise, expect_close
 from ..domain import DANN, dann_lambda
 
 # %% auto #0
-__all__ = ['check_grad_reverse', 'check_dann_lambda', 'check_bn_count']
+__all__ = ['check_grad_reverse', 'check_dann_lambda', 'check_bn_count', 'check_deploy_choice']
 
 # %% ../../nbs/exercises/domain.ipynb #9b6242f3
 @exercise("domain-grad-reverse")
@@ -47,11 +48,39 @@ def check_dann_lambda(fn):
 # %% ../../nbs/exercises/domain.ipynb #7b9c1d43
 @exercise("domain-adabn-layers")
 def check_bn_count(n, model=None):
-    "Checker: `n` is the number of tensors AdaBN changes in `DANN()` (each BatchNorm layer's running mean and var)."
+    "Checker of a prediction: `n` is the number of tensors AdaBN changes in `DANN()` (BatchNorm running mean and var)."
     model = model or DANN()
     n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool): raise Wrong(f"write a whole number, got {n!r}.")
     if n == n_bn: raise Wrong(f"{n} is the number of BatchNorm layers; AdaBN changes two tensors in each.")
+    if n == 3 * n_bn:
+        raise Wrong(f"{n} counts num_batches_tracked too; `adabn` puts that counter back as it was.",
+                    "only the running statistics change")
+    if n == 4 * n_bn:
+        raise Wrong(f"{n} counts each BatchNorm's weight and bias: those are learned parameters, which AdaBN leaves "
+                    "as trained.")
     if n != 2 * n_bn:
-        raise Wrong(f"{n} is not right.", "count the BatchNorm layers in model.modules(); each has running_mean and "
-                                          "running_var")
+        raise Wrong(f"{n} is not right.", "count the BatchNorm layers (one per conv block of the SmallCNN inside "
+                                          "DANN); each has a running_mean and a running_var")
     return f"correct: {2 * n_bn} tensors — the weights, biases and BN affine parameters stay as trained."
+
+# %% ../../nbs/exercises/domain.ipynb #7b9c1d44
+@exercise("domain-deploy-choice")
+def check_deploy_choice(answer, table: dict, baseline: str = "CNN (end-to-end)", max_source_loss: float = 0.05):
+    """Checker of a read-and-decide answer: among the methods of `table` ({method: (source acc, target acc)}), the one
+    with the best target accuracy whose source accuracy is at most `max_source_loss` below the baseline's."""
+    if answer not in table: raise Wrong(f"answer with one of the method names of the table: {list(table)}.")
+    src0 = table[baseline][0]
+    ok = {k: v for k, v in table.items() if v[0] >= src0 - max_source_loss - 1e-9}
+    best = max(ok, key=lambda k: ok[k][1])
+    src, tgt = table[answer]
+    if answer not in ok:
+        raise Wrong(f"{answer} loses {src0 - src:.2f} on the old scanner (source {src:.2f} against {src0:.2f}): more "
+                    f"than the {max_source_loss} the site allows.", "read the source column first, then the target")
+    if answer == baseline and best != baseline:
+        raise Wrong(f"the plain CNN reaches only {tgt:.2f} on the new scanner; an adapted method does better there.")
+    if table[best][1] > tgt + 1e-9:
+        raise Wrong(f"{answer} reaches {tgt:.2f} on the new scanner, but another allowed method reaches "
+                    f"{table[best][1]:.2f}.", "among the methods that keep the source accuracy, take the best target")
+    return (f"correct: {answer}, {tgt:.2f} on the new scanner and {src:.2f} on the old one. A decision like this needs "
+            "labelled target images, which is why the site must keep a small labelled test set.")

@@ -15,7 +15,8 @@ from ..metrics import _image_batch, psnr
 from ..models.generative import GAN, ConvAutoencoder, Discriminator, Generator, reconstruction_error, sample
 
 # %% auto #0
-__all__ = ['check_psnr', 'check_anomaly_score', 'check_d_loss', 'show_images', 'augmentation_trial']
+__all__ = ['check_psnr', 'check_anomaly_score', 'check_d_loss', 'check_psnr_prediction', 'operating_table',
+           'check_operating_point', 'show_images', 'augmentation_trial']
 
 # %% ../../nbs/exercises/generative.ipynb #0529fda2
 @exercise("generative-psnr")
@@ -51,16 +52,76 @@ def check_anomaly_score(fn):
 # %% ../../nbs/exercises/generative.ipynb #xg000004
 @exercise("generative-d-loss")
 def check_d_loss(fn):
-    "Checker: `fn(real_logits, fake_logits)` returns the DCGAN discriminator loss (binary cross-entropy, real → 1, fake → 0)."
+    ("Checker: `fn(real_logits, fake_logits)` returns the DCGAN discriminator loss "
+     "(binary cross-entropy, real → 1, fake → 0).")
     rl, fl = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 0.0, 1.5])
-    want = F.binary_cross_entropy_with_logits(rl, torch.ones(3)) + F.binary_cross_entropy_with_logits(fl, torch.zeros(3))
+    want = (F.binary_cross_entropy_with_logits(rl, torch.ones(3))
+            + F.binary_cross_entropy_with_logits(fl, torch.zeros(3)))
     got = fn(rl, fl)
     if got is None: raise Wrong("your function returned None: did you forget to `return` the loss?")
     expect_close(float(got), float(want), "the discriminator loss", rtol=1e-4,
-                 hint="BCE-with-logits(real_logits, 1) + BCE-with-logits(fake_logits, 0); the logits are not probabilities yet")
+                 hint="BCE-with-logits(real_logits, 1) + BCE-with-logits(fake_logits, 0); "
+                      "the logits are not probabilities yet")
     if float(fn(torch.full((3,), 8.0), torch.full((3,), -8.0))) > 0.01:
-        raise Wrong("a perfect discriminator (large positive logits on real, large negative on fake) should have a loss near 0.")
-    return "correct: the discriminator is just a binary classifier; the generator's loss is the same BCE with the targets flipped."
+        raise Wrong("a perfect discriminator (large positive logits on real, large negative on fake) "
+                    "should have a loss near 0.")
+    return ("correct: the discriminator is just a binary classifier; "
+            "the generator's loss is the same BCE with the targets flipped.")
+
+# %% ../../nbs/exercises/generative.ipynb #xg000012
+@exercise("generative-psnr-prediction")
+def check_psnr_prediction(guess, std: float = 0.05):
+    "Checker of a prediction: the PSNR (dB) of an image in [0, 1] with added noise of standard deviation `std`."
+    if isinstance(guess, bool) or not isinstance(guess, (int, float, np.number)):
+        raise Wrong(f"write a number of dB, got {guess!r}.")
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(1, 64, 64, generator=g) * 0.5 + 0.25
+    noise = torch.randn(1, 64, 64, generator=g)
+    x = y + std * (noise - noise.mean()) / noise.std(unbiased=False)  # noise of exactly this standard deviation
+    want = float(psnr(x, y))
+    if np.isclose(guess, 10 * math.log10(1 / std), atol=0.3):
+        raise Wrong(f"{guess:.1f} dB uses the standard deviation where the mean *squared* error belongs.", "MSE = std²")
+    if np.isclose(guess, std ** 2, rtol=0.01):
+        raise Wrong(f"{guess:g} is the mean squared error; PSNR puts it on a log scale.")
+    expect_close(guess, want, "your PSNR", atol=0.3, hint="10 · log10(1 / MSE) with MSE = std²")
+    return (f"correct: {want:.1f} dB. Double the noise's standard deviation "
+            "and the PSNR drops by 6 dB (the MSE quadruples).")
+
+def operating_table(scores, positive, quantiles=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)):
+    "Thresholds at quantiles of `scores`, with the sensitivity and specificity of flagging scores >= each threshold."
+    import pandas as pd
+    s, pos = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
+    rows = []
+    for t in np.unique(np.round(np.quantile(s, quantiles), 5)):
+        flag = s >= t
+        rows.append(dict(threshold=float(t), sensitivity=round(float(flag[pos].mean()), 3),
+                         specificity=round(float((~flag[~pos]).mean()), 3), flagged=round(float(flag.mean()), 3)))
+    return pd.DataFrame(rows)
+
+@exercise("generative-operating-point")
+def check_operating_point(threshold, table, min_sensitivity: float = 0.9):
+    ("Checker of a read-and-decide answer: the table's threshold with sensitivity >= `min_sensitivity` "
+     "and the best specificity.")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
+        raise Wrong(f"answer with one of the thresholds in the table, got {threshold!r}.")
+    rows = table.reset_index(drop=True)
+    match = np.flatnonzero(np.isclose(rows.threshold, threshold, rtol=1e-3, atol=1e-7))
+    if not len(match): raise Wrong(f"{threshold!r} is not one of the table's thresholds: copy one as printed.")
+    r = rows.iloc[match[0]]
+    ok = rows[rows.sensitivity >= min_sensitivity]
+    if not len(ok): raise Wrong(f"no threshold in this table reaches sensitivity {min_sensitivity}.")
+    best = ok.loc[ok.specificity.idxmax()]
+    if r.sensitivity < min_sensitivity:
+        raise Wrong(f"at {r.threshold:g} only {r.sensitivity:.0%} of lesions are flagged: "
+                    f"below the {min_sensitivity:.0%} the "
+                    f"service asked for, however good the specificity ({r.specificity:.0%}).", "lower the threshold")
+    if r.specificity < best.specificity:
+        raise Wrong(f"{r.threshold:g} meets the sensitivity but lets only {r.specificity:.0%} of normal scans pass; "
+                    f"{best.threshold:g} meets it too and lets {best.specificity:.0%} pass.",
+                    "the highest threshold that still qualifies")
+    return (f"correct: {r.threshold:g} flags {r.sensitivity:.0%} of lesions "
+            f"and {1 - r.specificity:.0%} of normal scans. "
+            "That second number is the price of the target: a reader's time on every flagged normal scan.")
 
 # %% ../../nbs/exercises/generative.ipynb #xg000007
 def _rgb(t: torch.Tensor) -> np.ndarray:
@@ -91,17 +152,19 @@ def _per_class(y: np.ndarray, n: int, seed: int) -> np.ndarray:
         out.append(rng.choice(idx, n, replace=False))
     return np.concatenate(out)
 
-def augmentation_trial(x, y, x_test, y_test, *, n_per_class: int = 20, n_synth_per_class: int = 100, gan_epochs: int = 60,
-                       clf_epochs: int = 8, width: int = 16, seed: int = 0, device=None) -> dict:
-    """Does GAN data help a classifier trained on little data? Train a class-conditional DCGAN on `n_per_class` real images
-    per class, then two SmallCNNs with the same number of updates: real only vs real + synthetic; balanced accuracy on the real test set."""
+def augmentation_trial(x, y, x_test, y_test, *, n_per_class: int = 20, n_synth_per_class: int = 100,
+                       gan_epochs: int = 60, clf_epochs: int = 8, width: int = 16, seed: int = 0, device=None) -> dict:
+    """Does GAN data help a classifier trained on little data? Train a class-conditional DCGAN on `n_per_class` real
+    images per class, then two SmallCNNs with the same number of updates: real only vs real + synthetic; balanced
+    accuracy on the real test set."""
     from sklearn.metrics import balanced_accuracy_score
     from torch.utils.data import TensorDataset
     from gynlab.models.cnn import SmallCNN
     from gynlab.train import fit, predict
     x, x_test = _image_batch(x, "x"), _image_batch(x_test, "x_test")
     y, y_test = np.asarray(y), np.asarray(y_test)
-    if len(y) != len(x) or len(y_test) != len(x_test): raise ValueError("x/y and x_test/y_test must have the same lengths")
+    if len(y) != len(x) or len(y_test) != len(x_test):
+        raise ValueError("x/y and x_test/y_test must have the same lengths")
     K = int(max(y.max(), y_test.max())) + 1
     idx = _per_class(y, n_per_class, seed)
     xr, yr = x[idx], torch.as_tensor(y[idx]).long()
@@ -111,12 +174,14 @@ def augmentation_trial(x, y, x_test, y_test, *, n_per_class: int = 20, n_synth_p
     ys = torch.arange(K).repeat_interleave(n_synth_per_class)
     xs = sample(G, len(ys), ys, seed=seed + 1, device=device)
     reps = int(math.ceil((len(xr) + len(xs)) / len(xr)))     # real-only set repeated: same number of updates per epoch
-    sets = {"real": (xr.repeat(reps, 1, 1, 1), yr.repeat(reps)), "real+synthetic": (torch.cat([xr, xs]), torch.cat([yr, ys]))}
+    sets = {"real": (xr.repeat(reps, 1, 1, 1), yr.repeat(reps)),
+            "real+synthetic": (torch.cat([xr, xs]), torch.cat([yr, ys]))}
     acc = {}
     for name, (xa, ya) in sets.items():
         torch.manual_seed(seed)
         clf = SmallCNN(x.shape[1], K, width=width, depth=3)
-        fit(clf, TensorDataset(xa, ya), epochs=clf_epochs, lr=1e-3, batch_size=32, metrics=None, device=device, seed=seed, progress=False)
+        fit(clf, TensorDataset(xa, ya), epochs=clf_epochs, lr=1e-3, batch_size=32, metrics=None, device=device,
+            seed=seed, progress=False)
         acc[name] = float(balanced_accuracy_score(y_test, predict(clf, x_test, device=device).argmax(1)))
     return dict(n_per_class=n_per_class, n_synth_per_class=n_synth_per_class, seed=seed, acc_real=acc["real"],
                 acc_aug=acc["real+synthetic"], gain=acc["real+synthetic"] - acc["real"])

@@ -13,7 +13,8 @@ from .core import Wrong, exercise, expect_close
 from ..interpret import attribute
 
 # %% auto #0
-__all__ = ['lesson_cnn', 'check_saliency', 'check_deletion_auc']
+__all__ = ['lesson_cnn', 'lesson_mmotu_cnn', 'check_saliency', 'check_deletion_auc', 'check_occlusion_count',
+           'check_review_method']
 
 # %% ../../nbs/exercises/interpret.ipynb #2f54b946
 _LESSON_CACHE: dict = {}
@@ -33,6 +34,26 @@ def lesson_cnn(image_size: int = 48, n: int = 300, epochs: int = 6, seed: int = 
         fit(model, tr, va, epochs=epochs, lr=2e-3, weight_decay=1e-4, batch_size=32, seed=seed, device=device,
             progress=False, monitor="balanced_accuracy", restore_best=True)
         _LESSON_CACHE[key] = (model.eval(), cyto, cyto["train"].features["bethesda"].names)
+    return _LESSON_CACHE[key]
+
+def lesson_mmotu_cnn(image_size: int = 96, n: int = 240, epochs: int = 4, seed: int = 0):
+    """Lesson 50's look at real ultrasound: a `SmallCNN` trained for seconds on `n` MMOTU training images (a poor
+    classifier, on purpose: the lesson asks only where it looks). (model, DatasetDict, classes); raises
+    `DatasetNotFound` (a FileNotFoundError) where the data is absent."""
+    key = ("mmotu", image_size, n, epochs, seed)
+    if key not in _LESSON_CACHE:
+        from gynlab.data import load
+        from gynlab.models.cnn import SmallCNN
+        from gynlab.train import fit
+        from gynlab.transforms import to_torch
+        mm = load("mmotu", image_size=image_size)
+        classes = mm["train"].features["label"].names
+        sub = mm["train"].shuffle(seed=seed).select(range(min(n, len(mm["train"]))))
+        torch.manual_seed(seed)
+        model = SmallCNN(in_channels=3, n_classes=len(classes), width=8, depth=4)
+        fit(model, to_torch(sub, image_size=image_size, cache=True), epochs=epochs, lr=3e-3, batch_size=32,
+            seed=seed, progress=False)
+        _LESSON_CACHE[key] = (model.eval(), mm, classes)
     return _LESSON_CACHE[key]
 
 # %% ../../nbs/exercises/interpret.ipynb #13e4e848
@@ -76,3 +97,64 @@ def check_deletion_auc(fn):
         expect_close(float(got), auc(fr, p), f"the area for fractions {np.round(fr, 2).tolist()}",
                      hint="np.trapezoid(probs, fractions)")
     return "correct: a lower deletion AUC means the map found the pixels the model needs."
+
+# %% ../../nbs/exercises/interpret.ipynb #5c0a7e21
+def _occlusion_copies(size: int, window: int, stride: int) -> int:
+    "Count the occluded copies Captum's Occlusion (through `attribute`) scores for one size×size image."
+    seen = []
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    attribute(model, torch.zeros(1, 3, size, size), 0, "occlusion", window=window, stride=stride)
+    return sum(seen) - 1 - 1                        # minus the probe pass that picks layers, minus the original
+
+@exercise("interpret-occlusion-count")
+def check_occlusion_count(n, size: int = 48, window: int = 6, stride: int = 3):
+    "Checker: `n`, the number of occluded copies of one size×size image that Occlusion scores (window, stride)."
+    true = _occlusion_copies(size, window, stride)
+    per_axis = true ** 0.5
+    try: n = int(n)
+    except (TypeError, ValueError): raise Wrong(f"your prediction should be a whole number, got {n!r}.")
+    if n == true + 1:
+        return f"correct, counting the unoccluded original too: {true} occluded copies + 1 = {n} forward images."
+    if n == true:
+        return (f"correct: the window fits at {per_axis:.0f} positions along each axis ((H − window) / stride + 1), "
+                f"{per_axis:.0f}² = {true} copies, each one forward pass: that is why Occlusion is the slow one.")
+    if n == (size // stride) ** 2:
+        raise Wrong(f"{n} = (size / stride)²: the window must fit inside the image, so its last position starts at "
+                    f"{size} − {window}, not at {size}.", "positions per axis: (size − window) / stride + 1")
+    if n == (size // window) ** 2:
+        raise Wrong(f"{n} = (size / window)²: that would be non-overlapping patches; the window moves by {stride} "
+                    f"pixels, less than its width, so the patches overlap.")
+    if n == size * size: raise Wrong("one per pixel is what a 1×1 window with stride 1 would cost; here the window "
+                                     f"is {window}×{window} and moves {stride} pixels at a time.")
+    if abs(n - per_axis) < 1e-9: raise Wrong(f"{n} is the count along one axis; the window slides along both.")
+    raise Wrong(f"{n} occluded copies is not what Captum scored.", "positions per axis: (size − window) / stride + 1")
+
+# %% ../../nbs/exercises/interpret.ipynb #7f2c9d43
+@exercise("interpret-review-method")
+def check_review_method(answer, sanity: dict, deletion: dict, d_random: float, in_nucleus: dict,
+                        rho_pass: float = 0.3, margin: float = 0.02):
+    """Checker: `answer`, the method to show at case review: among the methods that pass the sanity check
+    (ρ < `rho_pass`) and beat the random ordering in deletion (AUC < `d_random` − `margin`), the one with the most
+    attribution on the nucleus; "none" when no method passes both."""
+    ok = [m for m in sanity if sanity[m] < rho_pass and deletion[m] < d_random - margin]
+    want = max(ok, key=in_nucleus.get) if ok else "none"
+    answer = answer.strip().lower() if isinstance(answer, str) else answer
+    if answer != "none" and answer not in sanity:
+        raise Wrong(f"{answer!r} is not one of the methods in the tables ({', '.join(sanity)}) nor 'none'.")
+    if answer == want:
+        if want == "none": return "correct: no method passes both tests here, so show no heat-map at all."
+        return (f"correct: {want} passes both tests; a map that fails either one describes the image or nothing, "
+                "however well it sits on the nucleus.")
+    if answer == "none":
+        raise Wrong(f"{', '.join(ok)} pass(es) both tests: pick the one with most mass on the nucleus.")
+    why = []
+    if not sanity[answer] < rho_pass:
+        why.append(f"it does not pass the sanity check (ρ = {sanity[answer]:.2f}, not below {rho_pass})")
+    if not deletion[answer] < d_random - margin:
+        why.append(f"it does not beat the random ordering in deletion ({deletion[answer]:.3f} vs {d_random:.3f})")
+    if why:
+        best = max(in_nucleus, key=in_nucleus.get)
+        lure = " It is the prettiest map on the nucleus, which is exactly the trap." if answer == best else ""
+        raise Wrong(f"{answer}: {' and '.join(why)}.{lure}", "first keep the methods that pass both tests")
+    raise Wrong(f"{answer} passes both tests, but {want} does too and puts more of its attribution on the nucleus.")

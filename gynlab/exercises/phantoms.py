@@ -39,7 +39,8 @@ def check_separating_feature(feature, n: int = 300):
     acc = max(max(((x >= t) == y).mean(), ((x < t) == y).mean()) for t in np.unique(x))
     if acc < 0.99:
         raise Wrong(f"the best threshold on {feature} is right for only {acc:.0%} of {n} fresh parabasal and HSIL "
-                    "cells.", "in the table, the parabasal and HSIL ranges of this feature overlap: find one that does not")
+                    "cells.",
+                    "in the table, the parabasal and HSIL ranges of this feature overlap: find one that does not")
     return (f"correct: one threshold on {feature} is right for {acc:.0%} of {n} fresh cells. "
             "On real smears no feature is this clean.")
 
@@ -51,17 +52,24 @@ def check_speckle(fn):
     env = fn(a, np.random.default_rng(0))
     if env is None: raise Wrong("your function returned None: did you forget to `return` the envelope?")
     env = np.asarray(env, dtype=float)
-    if env.shape != a.shape: raise Wrong(f"the envelope has shape {env.shape}, expected the amplitude's shape {a.shape}.")
-    if (env < 0).any(): raise Wrong("an envelope is a magnitude |z|, it can never be negative.", "take np.abs (or np.hypot) of a complex number")
+    if env.shape != a.shape:
+        raise Wrong(f"the envelope has shape {env.shape}, expected the amplitude's shape {a.shape}.")
+    if (env < 0).any():
+        raise Wrong("an envelope is a magnitude |z|, it can never be negative.",
+                    "take np.abs (or np.hypot) of a complex number")
     snr = env.mean() / env.std()
     if abs(snr - 1.913) > 0.1:
         raise Wrong(f"the speckle SNR (mean/std) of a uniform region is {snr:.2f}; fully developed speckle gives 1.91.",
-                    "the envelope is the magnitude of a *complex* Gaussian: two independent normals, real and imaginary part")
+                    "the envelope is the magnitude of a *complex* Gaussian: "
+                    "two independent normals, real and imaginary part")
     expect_close((env ** 2).mean(), 4.0, "the mean squared envelope for amplitude 2", rtol=0.05,
                  hint="scale each of the two normals by amplitude / sqrt(2)")
     zero = np.asarray(fn(np.zeros((8, 8), np.float32), np.random.default_rng(1)), dtype=float)
-    if np.abs(zero).max() > 1e-6: raise Wrong("zero amplitude (no scatterers, e.g. fluid) should give a zero envelope: speckle is multiplicative.")
-    if np.allclose(fn(a, np.random.default_rng(1)), env): raise Wrong("two different random generators gave the same speckle: use the `rng` argument.")
+    if np.abs(zero).max() > 1e-6:
+        raise Wrong("zero amplitude (no scatterers, e.g. fluid) should give a zero envelope: "
+                    "speckle is multiplicative.")
+    if np.allclose(fn(a, np.random.default_rng(1)), env):
+        raise Wrong("two different random generators gave the same speckle: use the `rng` argument.")
     return f"correct: speckle SNR {snr:.2f} ≈ 1.91, the signature of fully developed (Rayleigh) speckle."
 
 # %% ../../nbs/exercises/phantoms.ipynb #dc8aa05f
@@ -69,12 +77,16 @@ def check_speckle(fn):
 def check_area_threshold(threshold):
     "Checker: a nucleus-area threshold (µm²) that separates NILM (below) from SIL (at or above) on fresh phantoms."
     try: t = float(threshold)
-    except (TypeError, ValueError): raise Wrong(f"the threshold should be a number of µm², got {type(threshold).__name__}.")
+    except (TypeError, ValueError):
+        raise Wrong(f"the threshold should be a number of µm², got {type(threshold).__name__}.")
     cells = [cytology_cell(sample_rng(77, "cytology", i), None, nuisance=False) for i in range(300)]
     area = np.array([d["features"]["nucleus_area_um2"] for d in cells])
     sil = np.array([d["bethesda"] > 0 for d in cells])
     acc = ((area >= t) == sil).mean()
     if acc < 0.9:
-        raise Wrong(f"with a threshold of {t:.1f} µm² the accuracy on 300 new cells is {acc:.1%}; aim for at least 90%.",
-                    "look at the per-class nucleus areas in the training split and put the threshold between NILM and SIL")
-    return f"correct: accuracy {acc:.1%} on 300 new cells with one number. Real cells overlap far more — see the Limits section."
+        raise Wrong(f"with a threshold of {t:.1f} µm² the accuracy on 300 new cells is {acc:.1%}; "
+                    "aim for at least 90%.",
+                    "look at the per-class nucleus areas in the training split "
+                    "and put the threshold between NILM and SIL")
+    return (f"correct: accuracy {acc:.1%} on 300 new cells with one number. "
+            "Real cells overlap far more — see the Limits section.")

@@ -27,15 +27,19 @@ def check_dice(fn):
     z = np.zeros((8, 8), bool)
     expect_close(fn(one, z), 0.0, "Dice when the truth is empty but the prediction is not")
     g = fn(z, z)
-    if g is None or not np.isfinite(g): raise Wrong(f"Dice of two empty masks is {g}: 0/0 needs a rule.", "both empty means nothing to find and nothing found: return 1.0")
-    expect_close(g, 1.0, "Dice of two empty masks", hint="both empty means the model correctly found nothing: return 1.0")
+    if g is None or not np.isfinite(g):
+        raise Wrong(f"Dice of two empty masks is {g}: 0/0 needs a rule.",
+                    "both empty means nothing to find and nothing found: return 1.0")
+    expect_close(g, 1.0, "Dice of two empty masks",
+                 hint="both empty means the model correctly found nothing: return 1.0")
     return "correct: Dice is the F1 score of the foreground pixels, with 1.0 for two empty masks."
 
 # %% ../../nbs/exercises/seg_metrics.ipynb #83163997
 @exercise("hc-ramanujan")
 def check_hc_from_diameters(fn):
     "Checker: `fn(bpd_mm, ofd_mm)` gives the head circumference (mm) by Ramanujan's ellipse perimeter."
-    expect_close(fn(80.0, 80.0), np.pi * 80, "HC of a round head of diameter 80 mm", rtol=1e-3, hint="a circle's perimeter is pi x diameter")
+    expect_close(fn(80.0, 80.0), np.pi * 80, "HC of a round head of diameter 80 mm", rtol=1e-3,
+                 hint="a circle's perimeter is pi x diameter")
     expect_close(fn(70.0, 90.0), ellipse_perimeter(45, 35), "HC for BPD 70 mm, OFD 90 mm", rtol=1e-3,
                  hint="Ramanujan's formula takes the semi-axes a = OFD/2 and b = BPD/2")
     return "correct: this is the HC the ultrasound machine reports from the two calipers."

@@ -6,11 +6,14 @@
 from __future__ import annotations
 import torch
 
+import numpy as np
 from .core import Wrong, exercise, expect_close, expect_equal
+from ..metrics import dice, hd95, iou
 from ..models.unet import SoftDiceLoss
 
 # %% auto #0
-__all__ = ['check_soft_dice_loss', 'check_unet_output_size']
+__all__ = ['check_soft_dice_loss', 'check_unet_output_size', 'check_dice_prediction', 'lesion_predictions', 'max_diameter',
+           'check_measurement_choice']
 
 # %% ../../nbs/exercises/segmentation.ipynb #55107e30
 @exercise("soft-dice-loss")
@@ -20,12 +23,18 @@ def check_soft_dice_loss(fn):
     logits = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
     target = torch.randint(0, 3, (2, 8, 8), generator=g)
     got = fn(logits, target)
-    if not torch.is_tensor(got) or got.numel() != 1: raise Wrong(f"the loss should be a scalar tensor, got {type(got).__name__}", "return `1 - dice.mean()` as a tensor")
-    if not got.requires_grad: raise Wrong("the loss does not depend on the logits (no gradient): keep it in torch, no .numpy() or argmax", "use softmax probabilities, not hard predictions")
+    if not torch.is_tensor(got) or got.numel() != 1:
+        raise Wrong(f"the loss should be a scalar tensor, got {type(got).__name__}",
+                    "return `1 - dice.mean()` as a tensor")
+    if not got.requires_grad:
+        raise Wrong("the loss does not depend on the logits (no gradient): keep it in torch, no .numpy() or argmax",
+                    "use softmax probabilities, not hard predictions")
     want = SoftDiceLoss()(logits, target)
-    if torch.isclose(got, SoftDiceLoss(include_background=True)(logits, target), atol=1e-5) and not torch.isclose(got, want, atol=1e-5):
+    if (torch.isclose(got, SoftDiceLoss(include_background=True)(logits, target), atol=1e-5)
+            and not torch.isclose(got, want, atol=1e-5)):
         raise Wrong("your loss includes the background class.", "drop class 0 before the mean: dice[1:]")
-    expect_close(float(got.detach()), float(want.detach()), "the soft Dice loss", atol=1e-5, hint="Dice_c = (2 sum p*g + 1) / (sum p + sum g + 1), sums over batch, height, width")
+    expect_close(float(got.detach()), float(want.detach()), "the soft Dice loss", atol=1e-5,
+                 hint="Dice_c = (2 sum p*g + 1) / (sum p + sum g + 1), sums over batch, height, width")
     return "correct: a differentiable overlap score, so small structures count as much as big ones."
 
 # %% ../../nbs/exercises/segmentation.ipynb #643820b5
@@ -37,7 +46,64 @@ def check_unet_output_size(fn):
         s -= 4
         for _ in range(d): s = 2 * s - 4
         return s
-    expect_equal(fn(572, 4), 388, "the output for 572 px at depth 4", hint="572 → 568 → 284 → ... (Fig. 1 of the paper)")
+    expect_equal(fn(572, 4), 388, "the output for 572 px at depth 4",
+                 hint="572 → 568 → 284 → ... (Fig. 1 of the paper)")
     for s, d in [(188, 2), (140, 3), (252, 4), (44, 1)]:
-        expect_equal(fn(s, d), ref(s, d), f"the output for {s} px at depth {d}", hint="per level down: -4 then /2; bottom: -4; per level up: x2 then -4")
+        expect_equal(fn(s, d), ref(s, d), f"the output for {s} px at depth {d}",
+                     hint="per level down: -4 then /2; bottom: -4; per level up: x2 then -4")
     return "correct: unpadded U-Nets lose a border, which is why the paper predicts tiles with an overlap."
+
+# %% ../../nbs/exercises/segmentation.ipynb #xs000003
+@exercise("segmentation-dice-prediction")
+def check_dice_prediction(guess):
+    "Checker of a prediction: the Dice of a 4x4 square against the same square moved one pixel to the right."
+    truth = np.zeros((8, 8), bool); truth[2:6, 2:6] = True
+    pred = np.roll(truth, 1, axis=1)
+    if isinstance(guess, bool) or not isinstance(guess, (int, float, np.number)):
+        raise Wrong(f"write a number, got {guess!r}.")
+    want, j = dice(pred, truth), iou(pred, truth)
+    if np.isclose(guess, j, atol=0.01): raise Wrong(f"{guess:.2f} is the IoU (overlap / union = 12 / 20).",
+                                                    "Dice = 2 x overlap / (size of one + size of the other)")
+    if np.isclose(guess, 12 / 16, atol=0.01) and not np.isclose(want, 12 / 16):
+        raise Wrong("12/16 is the share of the truth that is covered (the recall).", "Dice counts both masks")
+    expect_close(guess, want, "your Dice", atol=0.01, hint="count the shared pixels: 3 columns of 4")
+    return (f"correct: Dice {want:.2f} (IoU {j:.2f}). A one-pixel shift "
+            "of a 4-pixel-wide object costs a quarter of the "
+            "overlap: small structures are punished hard by Dice.")
+
+# %% ../../nbs/exercises/segmentation.ipynb #xs000005
+def lesion_predictions(size: int = 128, pixel_mm: float = 0.4) -> dict:
+    "A lesion mask (ellipse) and two predictions: 'A' traced 1.5 px inside it, 'B' exact but with a spur at one end."
+    yy, xx = np.mgrid[:size, :size]
+    c = size / 2
+    ellipse = lambda a, b: ((yy - c) / b) ** 2 + ((xx - c) / a) ** 2 <= 1
+    truth = ellipse(0.34 * size, 0.27 * size)
+    spur = (yy - c) ** 2 + (xx - (c + 0.34 * size + 8)) ** 2 <= 8 ** 2
+    return {"truth": truth, "A": ellipse(0.34 * size - 1.5, 0.27 * size - 1.5), "B": truth | spur, "pixel_mm": pixel_mm}
+
+def max_diameter(mask, pixel_mm: float = 1.0) -> float:
+    ("The largest distance between two pixels of a mask (its Feret diameter), in mm: "
+     "the farthest pair among its extreme points.")
+    pts = np.argwhere(mask).astype(float)
+    hull = pts[np.unique(np.r_[[np.argmin(pts @ d) for d in _DIRS], [np.argmax(pts @ d) for d in _DIRS]])]
+    return float(np.sqrt(((hull[:, None] - hull[None]) ** 2).sum(-1)).max() * pixel_mm)
+
+_DIRS = [np.array([np.cos(a), np.sin(a)]) for a in np.linspace(0, np.pi, 180, endpoint=False)]
+
+@exercise("segmentation-measurement-choice")
+def check_measurement_choice(choice):
+    "Checker of a read-and-decide answer: which prediction of `lesion_predictions()` to measure a diameter on."
+    if not isinstance(choice, str) or choice.strip().upper() not in ("A", "B"):
+        raise Wrong(f'answer "A" or "B", got {choice!r}.')
+    choice = choice.strip().upper()
+    d = lesion_predictions(); px = d["pixel_mm"]
+    true_d, da, db = (max_diameter(d[k], px) for k in ("truth", "A", "B"))
+    scores = {k: (dice(d[k], d["truth"]), hd95(d[k], d["truth"], spacing=px)) for k in "AB"}
+    if choice == "B":
+        raise Wrong(f"B has the higher Dice ({scores['B'][0]:.3f} vs {scores['A'][0]:.3f}), but its HD95 of "
+                    f"{scores['B'][1]:.1f} mm says part of its outline lies far from the truth: a spur. A diameter is "
+                    f"measured between the farthest boundary points, so the spur is what gets measured: B is off by "
+                    f"{db - true_d:+.1f} mm, A by {da - true_d:+.1f} mm.",
+                    "for a measurement, read the boundary metric")
+    return (f"correct: true diameter {true_d:.1f} mm; A measures {da:.1f} mm ({da - true_d:+.1f}), B {db:.1f} mm "
+            f"({db - true_d:+.1f}). Dice rewards overlap; a measurement depends on the outline, which HD95 describes.")

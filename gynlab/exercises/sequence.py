@@ -11,7 +11,7 @@ import torch.nn as nn
 from .core import Wrong, exercise, expect_close
 
 # %% auto #0
-__all__ = ['check_gru_step', 'check_motion_energy']
+__all__ = ['check_gru_step', 'check_motion_energy', 'check_beat_frames', 'check_chance_models']
 
 # %% ../../nbs/exercises/sequence.ipynb #2d316653
 @exercise("sequence-gru-step")
@@ -24,18 +24,60 @@ def check_gru_step(fn):
     if got.shape != (2, 4): raise Wrong(f"h' should have shape (2, 4) (batch, hidden), got {tuple(got.shape)}.")
     with torch.no_grad():
         if torch.allclose(got, h): raise Wrong("h' equals h: the state was not updated.")
-        expect_close(got.detach().numpy(), cell(x, h).numpy(), "your h'", hint="h' = (1 - z) * n + z * h; gates are stacked r, z, n")
+        expect_close(got.detach().numpy(), cell(x, h).numpy(), "your h'",
+                     hint="h' = (1 - z) * n + z * h; gates are stacked r, z, n")
     return "correct: one GRU step, gate by gate."
 
 # %% ../../nbs/exercises/sequence.ipynb #xq000002
 @exercise("sequence-motion-energy")
 def check_motion_energy(fn):
-    "Checker: `fn(clip)` returns the mean absolute difference between consecutive frames of a (T,H,W) clip, shape (H,W)."
+    ("Checker: `fn(clip)` returns the mean absolute difference "
+     "between consecutive frames of a (T,H,W) clip, shape (H,W).")
     still = torch.ones(5, 4, 4) * 0.3
     moving = torch.stack([torch.full((4, 4), float(t % 2)) for t in range(5)])
     a, b = fn(still), fn(moving)
     if not torch.is_tensor(a): raise Wrong(f"expected a tensor, got {type(a).__name__}.")
-    if tuple(a.shape) != (4, 4): raise Wrong(f"expected an (H, W) image, got shape {tuple(a.shape)}.", "average over the time axis (dim 0)")
-    if a.abs().max() > 1e-6: raise Wrong("a still clip should have zero motion energy.", "subtract consecutive frames, not the mean frame")
-    expect_close(b.numpy(), np.ones((4, 4)), "the motion energy of a clip that flips 0/1 every frame", hint="clip.diff(dim=0).abs().mean(0)")
+    if tuple(a.shape) != (4, 4):
+        raise Wrong(f"expected an (H, W) image, got shape {tuple(a.shape)}.", "average over the time axis (dim 0)")
+    if a.abs().max() > 1e-6:
+        raise Wrong("a still clip should have zero motion energy.", "subtract consecutive frames, not the mean frame")
+    expect_close(b.numpy(), np.ones((4, 4)), "the motion energy of a clip that flips 0/1 every frame",
+                 hint="clip.diff(dim=0).abs().mean(0)")
     return "correct: that image is what FrameDiffCNN sees."
+
+# %% ../../nbs/exercises/sequence.ipynb #xq000004
+@exercise("sequence-beat-frames")
+def check_beat_frames(guess, fps: float = 15.0, bpm: float = 150.0):
+    "Checker of a prediction: how many frames one heartbeat at `bpm` spans in a clip filmed at `fps` frames per second."
+    if isinstance(guess, bool) or not isinstance(guess, (int, float, np.number)):
+        raise Wrong(f"write a number, got {guess!r}.")
+    want = fps * 60 / bpm
+    if np.isclose(guess, bpm / fps, rtol=0.02) and not np.isclose(want, bpm / fps):
+        raise Wrong(f"{guess:g} is beats per minute divided by frames per second: the units do not cancel.",
+                    "one beat lasts 60 / bpm seconds; multiply by the frames per second")
+    if np.isclose(guess, bpm / 60, rtol=0.02): raise Wrong(f"{guess:g} is beats per second, not frames per beat.")
+    expect_close(guess, want, "your frames per beat", rtol=0.05, hint="fps x 60 / bpm")
+    return (f"correct: a beat lasts {60 / bpm:.2f} s, {want:.1f} frames at {fps:g} fps. An 8-frame clip holds about "
+            f"{8 / want:.1f} beats: enough to see motion, too few to measure a rhythm.")
+
+@exercise("sequence-chance-models")
+def check_chance_models(answer, results: dict, n_test: int):
+    "Checker of a read-and-decide answer: the models whose test accuracy lies within two standard errors of 0.5."
+    if isinstance(answer, str): answer = [answer]
+    try: chosen = set(answer)
+    except TypeError: raise Wrong(f"answer with a list of model names, got {answer!r}.")
+    unknown = chosen - set(results)
+    if unknown: raise Wrong(f"unknown model name(s) {sorted(unknown)}; the names are {list(results)}.")
+    band = 2 * np.sqrt(0.25 / n_test)
+    want = {k for k, (_, test) in results.items() if abs(test - 0.5) <= band}
+    if chosen == want:
+        return (f"correct: inside 0.50 ± {band:.2f}: {sorted(want) or 'none'}. A high *training* accuracy does not "
+                "take a model out of the band: only new loops can.")
+    extra, missing = chosen - want, want - chosen
+    if extra:
+        k = sorted(extra)[0]
+        raise Wrong(f"{k} scored {results[k][1]:.2f} on the test loops, outside 0.50 ± {band:.2f}: "
+                    "it does better than a coin.")
+    k = sorted(missing)[0]
+    raise Wrong(f"{k} scored {results[k][1]:.2f} on the test loops, inside 0.50 ± {band:.2f}, whatever its training "
+                f"accuracy ({results[k][0]:.2f}).", "read the test column, not the train column")

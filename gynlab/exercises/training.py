@@ -74,13 +74,16 @@ def check_train_step(fn):
         want = loss_fn(ref(x), y); o_ref.zero_grad(); want.backward(); o_ref.step()
         got = fn(mine, x, y, o_mine, loss_fn)
         if torch.is_tensor(got): got = got.item()
-        if not isinstance(got, float): raise Wrong(f"train_step returned {type(got).__name__}, expected the loss as a float.", "return loss.item()")
-        expect_close(got, want.item(), f"the loss returned at step {step}", hint="return the loss computed *before* the step")
+        if not isinstance(got, float):
+            raise Wrong(f"train_step returned {type(got).__name__}, expected the loss as a float.",
+                        "return loss.item()")
+        expect_close(got, want.item(), f"the loss returned at step {step}",
+                     hint="return the loss computed *before* the step")
         for (name, a), b in zip(mine.named_parameters(), ref.parameters()):
             if not torch.allclose(a, b, atol=1e-6):
                 raise Wrong(f"after step {step} the weights ({name}) differ from a correct step.",
-                            "zero the gradients before backward(): PyTorch adds new gradients to old ones" if step > 1 else
-                            "order: forward, loss, zero_grad, backward, optimizer.step()")
+                            "zero the gradients before backward(): PyTorch adds new gradients to old ones" if step > 1
+                            else "order: forward, loss, zero_grad, backward, optimizer.step()")
         losses.append(got)
     if not losses[-1] < losses[0]: raise Wrong("the loss did not go down over three steps.")
     return f"correct: the loss went {losses[0]:.3f} → {losses[-1]:.3f} in three steps."

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Wrong, exercise, expect_close, expect_equal
-from ..models.pretrained import create
+from ..models.pretrained import create, freeze
 
 # %% auto #0
-__all__ = ['check_freeze_body', 'check_discriminative_lrs']
+__all__ = ['check_freeze_body', 'check_discriminative_lrs', 'check_trainable_prediction', 'check_lr_choice']
 
 # %% ../../nbs/exercises/transfer.ipynb #3ba9fbe0
 @exercise("transfer-freeze")
@@ -22,9 +22,13 @@ def check_freeze_body(fn):
     head = {id(p) for p in model.head.parameters()}
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     frozen_head = [n for n, p in model.named_parameters() if id(p) in head and not p.requires_grad]
-    if frozen_head: raise Wrong(f"the head is frozen too ({frozen_head}): nothing would learn.", "only the body's parameters get requires_grad=False")
+    if frozen_head:
+        raise Wrong(f"the head is frozen too ({frozen_head}): nothing would learn.",
+                    "only the body's parameters get requires_grad=False")
     body = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in head]
-    if body: raise Wrong(f"{len(body)} body parameters are still trainable, e.g. {body[0]}.", "loop over model.parameters() and set p.requires_grad = False, then re-enable the head's")
+    if body:
+        raise Wrong(f"{len(body)} body parameters are still trainable, e.g. {body[0]}.",
+                    "loop over model.parameters() and set p.requires_grad = False, then re-enable the head's")
     return f"correct: only the head ({len(trainable)} tensors) will learn."
 
 # %% ../../nbs/exercises/transfer.ipynb #9a1dcbec
@@ -37,6 +41,56 @@ def check_discriminative_lrs(fn):
         got = [float(v) for v in got]
         expect_equal(len(got), n, f"the number of learning rates for n={n}")
         want = np.geomspace(lo, hi, n)
-        if np.allclose(got, np.linspace(lo, hi, n)): raise Wrong("your rates are spaced linearly.", "geometric: each is the previous times (hi/lo)**(1/(n-1)); try np.geomspace")
+        if np.allclose(got, np.linspace(lo, hi, n)):
+            raise Wrong("your rates are spaced linearly.",
+                        "geometric: each is the previous times (hi/lo)**(1/(n-1)); try np.geomspace")
         expect_close(got, want, f"the learning rates for n={n}, lo={lo}, hi={hi}", rtol=1e-3, atol=0)
     return "correct: each group's rate is a constant factor above the previous one."
+
+# %% ../../nbs/exercises/transfer.ipynb #xt000003
+def _number(guess, what: str) -> float:
+    if isinstance(guess, bool) or not isinstance(guess, (int, float, np.number)):
+        raise Wrong(f"write {what}, got {guess!r}.")
+    return float(guess)
+
+@exercise("transfer-trainable-prediction")
+def check_trainable_prediction(guess, n_classes: int = 8):
+    ("Checker of a prediction: how many parameters `freeze` leaves trainable in EfficientNet-Lite0 "
+     "with `n_classes` outputs.")
+    model = freeze(create("efficientnet_lite0", n_classes, pretrained=False))
+    want = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    g = _number(guess, "a whole number")
+    if g == total: raise Wrong(f"{total:,} is every parameter of the network: freezing leaves only the head trainable.")
+    if g == 1280 * n_classes: raise Wrong(f"{int(g):,} counts the weight matrix of the head but not its biases.",
+                                          "a linear layer has one bias per output")
+    if g == 1280:
+        raise Wrong("1,280 is the number of features, one per input of the head; "
+                    "each class has its own weight for each.")
+    expect_equal(int(g) if g.is_integer() else g, want, "your count",
+                 hint="weights: features x classes; biases: one per class")
+    return (f"correct: {want:,} of {total:,} parameters ({want / total:.2%}) learn in the frozen epoch; "
+            "the rest keep their ImageNet values, and no gradient has to flow through the body.")
+
+# %% ../../nbs/exercises/transfer.ipynb #xt000005
+@exercise("transfer-lr-choice")
+def check_lr_choice(lr, lrs, losses):
+    "Checker of a read-and-decide answer: a learning rate on the falling part of a finder curve, before its minimum."
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    lr = _number(lr, "a learning rate such as 1e-3")
+    if lr <= 0: raise Wrong("a learning rate is a positive number.")
+    if not lrs[0] <= lr <= lrs[-1]:
+        raise Wrong(f"{lr:.1e} is outside the range the finder tried ({lrs[0]:.0e} to {lrs[-1]:.1e}).")
+    lr_min = lrs[int(np.nanargmin(losses))]
+    if lr > 1.5 * lr_min:
+        raise Wrong(f"{lr:.1e} is past the minimum ({lr_min:.1e}): "
+                    "there the loss is already rising towards the blow-up.",
+                    "move left, to where the loss is still falling")
+    if lr >= lr_min / 1.5:
+        raise Wrong(f"{lr:.1e} is the minimum itself ({lr_min:.1e}): "
+                    "the edge of divergence, where a whole run is unstable.",
+                    "pick a rate where the loss is still falling steeply, about a tenth of the minimum's rate")
+    if lr < lr_min / 30:
+        raise Wrong(f"{lr:.1e} is far left of the minimum ({lr_min:.1e}), where the loss has barely begun to fall: "
+                    "a few epochs at this rate would change little.", "about a tenth of the minimum's rate")
+    return f"correct: {lr:.1e} is on the falling part, {lr_min / lr:.0f}x below the minimum at {lr_min:.1e}."

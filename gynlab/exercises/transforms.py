@@ -16,7 +16,8 @@ __all__ = ['demo_splits', 'check_normalized_value', 'augment_candidates', 'check
 
 # %% ../../nbs/exercises/transforms.ipynb #e1a2b002
 def demo_splits(*names: str, **kwargs):
-    "Load the first of `names` (dataset names, or folder names such as 'mmotu_otu2d') that is here; `(name, DatasetDict)`."
+    """Load the first of `names` (dataset names, or folder names such as 'mmotu_otu2d') that is here;
+    `(name, DatasetDict)`."""
     cs, missing = cards(), []
     for want in names:
         key = want if want in cs else next((k for k, c in cs.items() if c.folder and c.folder == want), None)
@@ -92,7 +93,9 @@ def check_resize_mask(fn):
     new = set(np.unique(got).tolist()) - {0, 2, 5}
     if new: raise Wrong(f"your mask contains class values {sorted(new)} that are not in the input.",
                         "bilinear interpolation averages labels: use nearest neighbour (Image.NEAREST)")
-    if set(np.unique(got).tolist()) != {0, 2, 5}: raise Wrong("a class disappeared: the output should still contain 0, 2 and 5.")
+    if set(np.unique(got).tolist()) != {0, 2, 5}:
+        raise Wrong("a class disappeared: the output should still contain 0, 2 and 5.")
     big = np.asarray(fn(msk.copy(), 24))
-    if (big == 2).mean() < 0.3 or (big == 2).mean() > 0.6: raise Wrong("when enlarging, the class proportions changed a lot: check the resize.")
+    if (big == 2).mean() < 0.3 or (big == 2).mean() > 0.6:
+        raise Wrong("when enlarging, the class proportions changed a lot: check the resize.")
     return "correct: nearest neighbour keeps masks made of real class indices."

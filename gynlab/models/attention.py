@@ -73,7 +73,8 @@ class AttentionCNN(SmallCNN):
 
 # %% ../../nbs/40_attention.ipynb #425e9fa0
 class AttentionGate(nn.Module):
-    "Additive attention gate (Oktay et al. 2018): skip x (B, F_l, H, W), gating g (B, F_g, h, w) → (x·α, α (B, 1, H, W))."
+    ("Additive attention gate (Oktay et al. 2018): skip x (B, F_l, H, W), "
+     "gating g (B, F_g, h, w) → (x·α, α (B, 1, H, W)).")
     def __init__(self, F_g: int, F_l: int, F_int: int):
         super().__init__()
         self.W_g = nn.Sequential(nn.Conv2d(F_g, F_int, 1, bias=True), nn.BatchNorm2d(F_int))
@@ -90,7 +91,8 @@ class AttentionUNet(nn.Module):
     "U-Net with attention gates on the skip connections (Oktay et al. 2018). Logits (B, n_classes, H, W)."
     def __init__(self, in_channels: int = 3, n_classes: int = 2, base: int = 16, depth: int = 4):
         super().__init__()
-        if depth < 1 or base < 1: raise UsageError(f"AttentionUNet needs depth >= 1 and base >= 1, got depth={depth}, base={base}")
+        if depth < 1 or base < 1:
+            raise UsageError(f"AttentionUNet needs depth >= 1 and base >= 1, got depth={depth}, base={base}")
         self.depth, self.n_classes, self.in_channels = depth, n_classes, in_channels
         ch = [base * 2**i for i in range(depth + 1)]                                 # e.g. 16, 32, 64, 128, 256
         self.inc = DoubleConv(in_channels, ch[0])
@@ -159,7 +161,8 @@ class TransformerBlock(nn.Module):
         self.norm1, self.attn = nn.LayerNorm(dim), MultiHeadSelfAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
 
     def forward(self, x):
         y, attn = self.attn(self.norm1(x))
@@ -168,7 +171,8 @@ class TransformerBlock(nn.Module):
 
 # %% ../../nbs/40_attention.ipynb #365835dc
 class TinyViT(nn.Module):
-    "A small Vision Transformer classifier; `forward(x, return_attn=True)` → (logits, [attention (B, heads, N, N)] per layer)."
+    ("A small Vision Transformer classifier; `forward(x, return_attn=True)` "
+     "→ (logits, [attention (B, heads, N, N)] per layer).")
     def __init__(self, image_size: int = 64, patch: int = 8, dim: int = 64, depth: int = 4, heads: int = 4,
                  n_classes: int = 2, in_channels: int = 3, mlp_ratio: float = 2.0, dropout: float = 0.1):
         super().__init__()
@@ -185,7 +189,8 @@ class TinyViT(nn.Module):
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
         if tuple(x.shape[-2:]) != (self.image_size,) * 2:
-            raise ValueError(f"TinyViT was built for {self.image_size}x{self.image_size} images, got {tuple(x.shape[-2:])}")
+            raise ValueError(f"TinyViT was built for {self.image_size}x{self.image_size} images, "
+                             f"got {tuple(x.shape[-2:])}")
         t = self.embed(x)                                            # (B, N, dim)
         t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1)       # (B, N+1, dim): token 0 is the class token
         t = self.drop(t + self.pos)
@@ -199,13 +204,16 @@ class TinyViT(nn.Module):
 # %% ../../nbs/40_attention.ipynb #3ddfcf10
 def attention_rollout(attn_maps: Sequence[torch.Tensor], head_fusion: str = "mean", residual: bool = True,
                       discard_ratio: float = 0.0) -> torch.Tensor:
-    "Attention rollout: list of (B, heads, N, N) attention matrices (first layer first) → (B, N, N) token-to-token flow."
+    ("Attention rollout: list of (B, heads, N, N) attention matrices (first layer first) "
+     "→ (B, N, N) token-to-token flow.")
     if not len(attn_maps): raise UsageError("attention_rollout needs at least one attention matrix")
-    if head_fusion not in ("mean", "max", "min"): raise UsageError(f"head_fusion={head_fusion!r}: use 'mean', 'max' or 'min'")
+    if head_fusion not in ("mean", "max", "min"):
+        raise UsageError(f"head_fusion={head_fusion!r}: use 'mean', 'max' or 'min'")
     out = None
     for a in attn_maps:
         if a.ndim == 3: a = a[:, None]
-        if a.ndim != 4 or a.shape[-1] != a.shape[-2]: raise UsageError(f"expected (B, heads, N, N) attention, got {tuple(a.shape)}")
+        if a.ndim != 4 or a.shape[-1] != a.shape[-2]:
+            raise UsageError(f"expected (B, heads, N, N) attention, got {tuple(a.shape)}")
         a = {"mean": a.mean, "max": a.amax, "min": a.amin}[head_fusion](1)              # (B, N, N)
         if discard_ratio > 0:                                                          # drop the weakest links
             flat = a.flatten(1); k = int(flat.shape[1] * discard_ratio)
@@ -217,7 +225,8 @@ def attention_rollout(attn_maps: Sequence[torch.Tensor], head_fusion: str = "mea
 
 def rollout_map(attn_maps: Sequence[torch.Tensor], grid: tuple[int, int], image_size: tuple[int, int] | None = None,
                 **kw) -> torch.Tensor:
-    "Class-token row of the rollout over the patch tokens, as a (B, h, w) map (upsampled to `image_size` if given); token 0 is CLS."
+    ("Class-token row of the rollout over the patch tokens, as a (B, h, w) map "
+     "(upsampled to `image_size` if given); token 0 is CLS.")
     m = attention_rollout(attn_maps, **kw)[:, 0, 1:].reshape(-1, 1, *grid)           # (B, 1, h, w)
     if image_size is not None: m = F.interpolate(m, size=image_size, mode="bilinear", align_corners=False)
     return m[:, 0]
@@ -228,4 +237,5 @@ def vit_rollout(model: TinyViT, x: torch.Tensor, discard_ratio: float = 0.0, ups
     was = model.training; model.eval()
     try: _, attns = model(x, return_attn=True)
     finally: model.train(was)
-    return rollout_map(attns, model.grid, image_size=tuple(x.shape[-2:]) if upsample else None, discard_ratio=discard_ratio)
+    return rollout_map(attns, model.grid, image_size=tuple(x.shape[-2:]) if upsample else None,
+                       discard_ratio=discard_ratio)

@@ -15,7 +15,8 @@ __all__ = ['conv2d_naive', 'conv_out_size', 'ReceptiveField', 'receptive_field',
            'SmallCNN']
 
 # %% ../../nbs/10_cnn.ipynb #7fdbde4d
-def conv2d_naive(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: int = 1, padding: int = 0) -> torch.Tensor:
+def conv2d_naive(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: int = 1,
+                 padding: int = 0) -> torch.Tensor:
     "2-D convolution (cross-correlation) by loops: x (B,C_in,H,W), w (C_out,C_in,k,k) → (B,C_out,H',W')."
     B, C, H, W = x.shape
     C_out, C_in, kh, kw = w.shape
@@ -49,7 +50,8 @@ def _layer_geometry(layer):
         d = first(getattr(layer, "dilation", 1))
         return int(k), int(s), int(d)
     if isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear)):
-        raise ValueError(f"{type(layer).__name__} looks at the whole image: compute the receptive field of the layers before it")
+        raise ValueError(f"{type(layer).__name__} looks at the whole image: "
+                         "compute the receptive field of the layers before it")
     return None
 
 def receptive_field(layers) -> ReceptiveField:
@@ -81,8 +83,10 @@ def _positive_copy(features: nn.Module) -> nn.Module:
             setattr(parent, name.rpartition(".")[2], nn.AvgPool2d(m.kernel_size, m.stride, m.padding))
     return f
 
-def empirical_receptive_field(model: nn.Module, in_channels: int | None = None, image_size: int = 96, seed: int = 0) -> int:
-    "Receptive field (pixels, one axis) measured from the gradient of the central unit of `model.features` (or `model`)."
+def empirical_receptive_field(model: nn.Module, in_channels: int | None = None, image_size: int = 96,
+                              seed: int = 0) -> int:
+    """Receptive field (pixels, one axis) measured from the gradient of the central unit of `model.features`
+    (or `model`)."""
     features = _positive_copy(getattr(model, "features", model))
     if in_channels is None: in_channels = next(m for m in features.modules() if isinstance(m, nn.Conv2d)).in_channels
     g = torch.Generator().manual_seed(seed)
@@ -99,7 +103,8 @@ def empirical_receptive_field(model: nn.Module, in_channels: int | None = None, 
 # %% ../../nbs/10_cnn.ipynb #49db1add
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
     "conv 3×3 (same padding) → BatchNorm → ReLU → max pool 2×2."
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(2))
 
 class SmallCNN(nn.Module):
     "A from-scratch CNN: `depth` conv blocks (width·2^i channels), global average pool, dropout, linear head."

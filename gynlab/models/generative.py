@@ -21,24 +21,28 @@ __all__ = ['add_speckle', 'ConvAutoencoder', 'reconstruct', 'reconstruction_erro
 
 # %% ../../nbs/70_generative.ipynb #2d779d68
 def add_speckle(clean, strength=(0.3, 0.6), seed: int = 0) -> torch.Tensor:
-    "Speckled copies of images `clean` (B,C,H,W) in [0,1]: multiplicative Rayleigh noise (`gynlab.transforms.Speckle`), one draw per image."
+    ("Speckled copies of images `clean` (B,C,H,W) in [0,1]: "
+     "multiplicative Rayleigh noise (`gynlab.transforms.Speckle`), one draw per image.")
     x = _image_batch(clean, "clean")
     sp = Speckle(strength=strength if isinstance(strength, tuple) else (strength, strength), prob=1.0, seed=seed)
     return torch.stack([sp(xi) for xi in x])
 
 # %% ../../nbs/70_generative.ipynb #c2cdc653
 class ConvAutoencoder(nn.Module):
-    "Convolutional autoencoder: `depth` stride-2 conv blocks down, an optional 1×1 `bottleneck`, transposed convs up, sigmoid output."
+    ("Convolutional autoencoder: `depth` stride-2 conv blocks down, an optional 1×1 `bottleneck`, "
+     "transposed convs up, sigmoid output.")
     def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 3, bottleneck: int | None = None):
         super().__init__()
         chans = [in_channels] + [width * 2 ** i for i in range(depth)]
-        down = [nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
+        down = [nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False),
+                              nn.BatchNorm2d(b), nn.ReLU(inplace=True))
                 for a, b in zip(chans[:-1], chans[1:])]
         code = chans[-1] if bottleneck is None else bottleneck
         self.encoder = nn.Sequential(*down, *([nn.Conv2d(chans[-1], code, 1)] if bottleneck else []))
         ups, c = [], code
         for b in chans[1:][::-1]:
-            ups.append(nn.Sequential(nn.ConvTranspose2d(c, b, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)))
+            ups.append(nn.Sequential(nn.ConvTranspose2d(c, b, 4, stride=2, padding=1, bias=False),
+                                     nn.BatchNorm2d(b), nn.ReLU(inplace=True)))
             c = b
         self.decoder = nn.Sequential(*ups, nn.Conv2d(c, in_channels, 3, padding=1), nn.Sigmoid())
         self.depth, self.in_channels = depth, in_channels
@@ -46,7 +50,8 @@ class ConvAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0,1] → same shape in [0,1]
         f = 2 ** self.depth
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-1] % f or x.shape[-2] % f:
-            raise UsageError(f"ConvAutoencoder expects (B, {self.in_channels}, H, W) with H and W multiples of {f}, got {tuple(x.shape)}")
+            raise UsageError(f"ConvAutoencoder expects (B, {self.in_channels}, H, W) with H and W multiples of {f}, "
+                             f"got {tuple(x.shape)}")
         return self.decoder(self.encoder(x))
 
 # %% ../../nbs/70_generative.ipynb #ec62f13a
@@ -62,59 +67,71 @@ def reconstruct(model: nn.Module, x, device=None, batch_size: int = 64) -> torch
     "Model outputs for images `x`, on the CPU."
     return _batched(lambda m, b: m(b), model, x, device, batch_size)
 
-def reconstruction_error(model: nn.Module, x, device=None, per_pixel: bool = False, batch_size: int = 64) -> torch.Tensor:
-    "Anomaly score: mean squared reconstruction error of each image (B,), or the (B, H, W) error map with `per_pixel=True`."
+def reconstruction_error(model: nn.Module, x, device=None, per_pixel: bool = False,
+                         batch_size: int = 64) -> torch.Tensor:
+    ("Anomaly score: mean squared reconstruction error of each image (B,), "
+     "or the (B, H, W) error map with `per_pixel=True`.")
     x = _image_batch(x)
     err = (reconstruct(model, x, device, batch_size) - x) ** 2
     return err.mean(1) if per_pixel else err.flatten(1).mean(1)
 
 def embed(model: nn.Module, x, device=None, batch_size: int = 128) -> torch.Tensor:
-    "Pooled features (N, F) of images `x` from a trained classifier with `forward_features` (e.g. `SmallCNN`), on the CPU."
+    ("Pooled features (N, F) of images `x` from a trained classifier "
+     "with `forward_features` (e.g. `SmallCNN`), on the CPU.")
     if not hasattr(model, "forward_features"): raise TypeError(f"{type(model).__name__} has no forward_features method")
     return _batched(lambda m, b: m.forward_features(b), model, x, device, batch_size)
 
 # %% ../../nbs/70_generative.ipynb #568386fa
 class Generator(nn.Module):
-    "DCGAN generator (Radford et al. 2016): noise `z` (+ one-hot class) → linear → transposed convs ×2 → `channels`×`image_size`² image in [-1, 1]."
+    ("DCGAN generator (Radford et al. 2016): noise `z` (+ one-hot class) "
+     "→ linear → transposed convs ×2 → `channels`×`image_size`² image in [-1, 1].")
     def __init__(self, z_dim: int = 32, channels: int = 3, width: int = 32, image_size: int = 32, n_classes: int = 0):
         super().__init__()
         n_up = int(math.log2(image_size)) - 2
-        if image_size < 8 or 2 ** (n_up + 2) != image_size: raise UsageError(f"image_size must be a power of 2 >= 8, got {image_size}")
+        if image_size < 8 or 2 ** (n_up + 2) != image_size:
+            raise UsageError(f"image_size must be a power of 2 >= 8, got {image_size}")
         c = width * 2 ** (n_up - 1)
         self.z_dim, self.n_classes, self.channels, self.image_size = z_dim, n_classes, channels, image_size
-        self.project = nn.Sequential(nn.Linear(z_dim + n_classes, c * 16, bias=False), nn.BatchNorm1d(c * 16), nn.ReLU(True))
+        self.project = nn.Sequential(nn.Linear(z_dim + n_classes, c * 16, bias=False),
+                                     nn.BatchNorm1d(c * 16), nn.ReLU(True))
         ups = []
         for i in range(n_up - 1):
             ups += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(True)]; c //= 2
         self.net = nn.Sequential(*ups, nn.ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh())
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # z (B, z_dim), y (B,) → (B, C, S, S)
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        # z (B, z_dim), y (B,) → (B, C, S, S)
         if self.n_classes:
             if y is None: raise UsageError("this generator is class-conditional: pass labels y")
             z = torch.cat([z, F.one_hot(y.long(), self.n_classes).to(z)], 1)
         return self.net(self.project(z).view(len(z), -1, 4, 4))
 
 class Discriminator(nn.Module):
-    "DCGAN discriminator: strided convs with LeakyReLU → one logit (real vs fake); class-conditional via one-hot label planes."
+    ("DCGAN discriminator: strided convs with LeakyReLU → one logit (real vs fake); "
+     "class-conditional via one-hot label planes.")
     def __init__(self, channels: int = 3, width: int = 32, image_size: int = 32, n_classes: int = 0):
         super().__init__()
         n_down = int(math.log2(image_size)) - 2
-        if image_size < 8 or 2 ** (n_down + 2) != image_size: raise UsageError(f"image_size must be a power of 2 >= 8, got {image_size}")
+        if image_size < 8 or 2 ** (n_down + 2) != image_size:
+            raise UsageError(f"image_size must be a power of 2 >= 8, got {image_size}")
         layers, c = [nn.Conv2d(channels + n_classes, width, 4, 2, 1), nn.LeakyReLU(0.2, True)], width
         for _ in range(n_down - 1):
             layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, True)]; c *= 2
         self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * 16, 1))
         self.n_classes = n_classes
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, S, S) in [-1,1] → (B,) logits
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        # (B, C, S, S) in [-1,1] → (B,) logits
         if self.n_classes:
             if y is None: raise UsageError("this discriminator is class-conditional: pass labels y")
-            x = torch.cat([x, F.one_hot(y.long(), self.n_classes).to(x)[:, :, None, None].expand(-1, -1, *x.shape[-2:])], 1)
+            x = torch.cat([x, F.one_hot(y.long(), self.n_classes).to(x)[:, :, None, None]
+                              .expand(-1, -1, *x.shape[-2:])], 1)
         return self.net(x).squeeze(1)
 
 # %% ../../nbs/70_generative.ipynb #62c044f6
 class GAN(nn.Module):
-    "Generator + discriminator trained in turns: `fit(GAN(G, D), TensorDataset(images[, labels]), lr=2e-4, ...)`; images in [0, 1]."
+    ("Generator + discriminator trained in turns: `fit(GAN(G, D), TensorDataset(images[, labels]), lr=2e-4, ...)`; "
+     "images in [0, 1].")
     def __init__(self, G: Generator, D: Discriminator, init: bool = True):
         super().__init__()
         if G.n_classes != D.n_classes: raise UsageError(f"G has {G.n_classes} classes but D has {D.n_classes}")
@@ -153,19 +170,23 @@ def _gan_batch(G: Generator, batch):
     "The images of a batch scaled to the generator's [-1, 1], and the labels (None for an unconditional GAN)."
     x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
     if x.shape[1:] != (G.channels, G.image_size, G.image_size):
-        raise UsageError(f"images have shape {tuple(x.shape[1:])} but the generator makes {(G.channels, G.image_size, G.image_size)}")
+        raise UsageError(f"images have shape {tuple(x.shape[1:])} but the generator makes "
+                         f"{(G.channels, G.image_size, G.image_size)}")
     if x.min() < 0 or x.max() > 1: raise UsageError("images must be in [0, 1]")
-    if bool(G.n_classes) != (y is not None): raise UsageError("pass labels exactly when the GAN is class-conditional (n_classes > 0)")
+    if bool(G.n_classes) != (y is not None):
+        raise UsageError("pass labels exactly when the GAN is class-conditional (n_classes > 0)")
     return x * 2 - 1, None if y is None else y.long()
 
 @torch.no_grad()
 def sample(G: Generator, n: int, labels=None, seed: int = 0, device=None) -> torch.Tensor:
-    "`n` images (n, C, S, S) in [0, 1] on the CPU from generator `G` (class `labels`: an int or n ints, for a conditional G)."
+    ("`n` images (n, C, S, S) in [0, 1] on the CPU from generator `G` "
+     "(class `labels`: an int or n ints, for a conditional G).")
     dev = get_device(device); G.to(dev).eval()
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
     y = None
     if G.n_classes:
         if labels is None: raise UsageError("this generator is class-conditional: pass labels")
-        y = torch.as_tensor(labels).long().expand(n).to(dev) if np.ndim(labels) == 0 else torch.as_tensor(labels).long().to(dev)
+        y = (torch.as_tensor(labels).long().expand(n).to(dev) if np.ndim(labels) == 0
+             else torch.as_tensor(labels).long().to(dev))
         if len(y) != n: raise UsageError(f"{len(y)} labels for n={n} images")
     return ((G(z, y) + 1) / 2).clamp(0, 1).cpu()

@@ -71,7 +71,8 @@ class FrameEncoder(nn.Module):
     def __init__(self, in_channels: int = 1, width: int = 8, depth: int = 3):
         super().__init__()
         ch = [in_channels] + [width * 2 ** i for i in range(depth)]
-        self.net = nn.Sequential(*[conv_block(a, b) for a, b in zip(ch[:-1], ch[1:])], nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.net = nn.Sequential(*[conv_block(a, b) for a, b in zip(ch[:-1], ch[1:])],
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.n_features = ch[-1]
 
     def forward(self, x): return self.net(x)
@@ -103,7 +104,8 @@ class CineRNN(nn.Module):
     def __init__(self, in_channels: int = 1, n_classes: int = 2, width: int = 8, hidden: int = 16, cell: str = "gru",
                  motion_input: bool = True):
         super().__init__()
-        if cell not in ("gru", "lstm", "scratch_gru"): raise UsageError(f"cell={cell!r}: use 'gru', 'lstm' or 'scratch_gru'")
+        if cell not in ("gru", "lstm", "scratch_gru"):
+            raise UsageError(f"cell={cell!r}: use 'gru', 'lstm' or 'scratch_gru'")
         self.cell, self.motion_input = cell, motion_input
         self.enc = FrameEncoder(in_channels * (2 if motion_input else 1), width)
         F_ = self.enc.n_features

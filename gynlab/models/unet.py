@@ -18,8 +18,10 @@ class DoubleConv(nn.Sequential):
     "(3x3 conv → BatchNorm → ReLU) x 2; `padding=1` keeps the height and width."
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 # %% ../../nbs/30_segmentation.ipynb #29086b90
 class Down(nn.Sequential):
@@ -44,7 +46,8 @@ class UNet(nn.Module):
     MICCAI 2015), with padded convolutions and batch norm. Logits (B, n_classes, H, W) for any H, W."""
     def __init__(self, in_channels: int = 3, n_classes: int = 2, base: int = 16, depth: int = 4):
         super().__init__()
-        if depth < 1 or base < 1: raise UsageError(f"UNet needs depth >= 1 and base >= 1, got depth={depth}, base={base}")
+        if depth < 1 or base < 1:
+            raise UsageError(f"UNet needs depth >= 1 and base >= 1, got depth={depth}, base={base}")
         self.depth, self.n_classes, self.in_channels = depth, n_classes, in_channels
         ch = [base * 2**i for i in range(depth + 1)]                   # e.g. 16, 32, 64, 128, 256
         self.inc = DoubleConv(in_channels, ch[0])
@@ -66,7 +69,8 @@ class UNet(nn.Module):
 
 # %% ../../nbs/30_segmentation.ipynb #b3ec4bab
 class SoftDiceLoss(nn.Module):
-    "1 - mean soft Dice over classes, from logits (B, C, H, W) and an integer mask (B, H, W); Dice pooled over the batch."
+    ("1 - mean soft Dice over classes, from logits (B, C, H, W) and an integer mask (B, H, W); "
+     "Dice pooled over the batch.")
     def __init__(self, include_background: bool = False, smooth: float = 1.0):
         super().__init__()
         self.include_background, self.smooth = include_background, smooth
@@ -86,7 +90,8 @@ class DiceCELoss(nn.Module):
                  smooth: float = 1.0, class_weights=None):
         super().__init__()
         self.ce_weight, self.dice_weight = ce_weight, dice_weight
-        self.ce = nn.CrossEntropyLoss(weight=None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
+        self.ce = nn.CrossEntropyLoss(
+            weight=None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
         self.dice = SoftDiceLoss(include_background, smooth)
 
     def forward(self, logits, target):
