@@ -33,7 +33,7 @@ nbtest: .venv/.installed
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} .venv/bin/nbdev_test --n_workers 2 --timing $(NBTEST_ARGS)
 
 pytest: .venv/.lab-configured
-	.venv/bin/python -m pytest tests -q $(PYTEST_ARGS)
+	.venv/bin/python -m pytest tests -q --durations=15 $(PYTEST_ARGS)
 
 # House rules a machine checks: ruff (ruff.toml: lines <= 120, no undefined/unused names) and the layer contract
 # (.importlinter: an import goes down, never up).

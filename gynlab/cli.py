@@ -88,7 +88,7 @@ def _cmd_train(a) -> int:
         m = train_segmenter(s["dataset"], epochs=s["epochs"], image_size=s["image_size"], out=a.out,
                             batch_size=s["batch_size"], lr=s["lr"], seed=a.seed, device=a.device, subset=a.subset,
                             model=s["model"] or "unet",
-                            data_root=a.root, progress=not a.quiet, overwrite=a.overwrite)
+                            data_root=a.root, progress=not a.quiet, overwrite=a.overwrite, recipe=a.recipe)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and abs(v) < float("inf"))
         print(f"validation: {shown}")
     else:

@@ -119,7 +119,7 @@ def evaluate_segmenter(net: nn.Module, split, info: dict, *, mean=None, std=None
 def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=None, batch_size: int = 16,
                     lr: float = 1e-3, seed: int = 0, device=None, subset: int | None = None, target: str | None = None,
                     model: str = "unet", base: int = 16, depth: int = 4, data_root=None, progress: bool = True,
-                    overwrite: bool = False, return_model: bool = False):
+                    overwrite: bool = False, return_model: bool = False, recipe: str | None = None):
     """Train a U-Net (or attention U-Net) with Dice + cross-entropy on `dataset` and score its validation split;
     with `out`, write a run folder (task 'segment'). Returns the metrics (and the model and rows with
     `return_model`)."""
@@ -143,6 +143,7 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
               for s in (train, valid))
     cfg = {"task": "segment", "model": model, "base": base, "depth": depth, **info, "mean": mean, "std": std,
            "letterbox": True, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "subset": subset,
+           "recipe": recipe,
            "versions": versions()}
     seed_everything(seed)
     net = build_model(cfg)
