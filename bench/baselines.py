@@ -52,6 +52,7 @@ def train(name: str, seed: int, quick: bool, reuse: bool) -> tuple[Path, float]:
                          subset=64 if quick else None)
     else:
         train_segmenter(dataset, out=run, seed=seed, overwrite=True, progress=False, subset=32 if quick else None,
+                        recipe=name,
                         **{k: r[k] for k in ("epochs", "image_size", "batch_size", "lr", "model") if k in r})
     return run, (time.process_time() - t0) / 60
 
@@ -67,8 +68,8 @@ def score(name: str, run: Path) -> dict:
     if "hc_mae_mm" in metrics:
         from gynlab.biometry import fit_hc_offset
         offset = json.loads(Path(fit_hc_offset(run)).read_text())
-        out.update(hc_mae_mm=metrics["hc_mae_mm"], hc_offset_mm=offset.get("offset_mm"),
-                   hc_mae_mm_corrected=_corrected_hc_mae(run, offset.get("offset_mm", 0.0)),
+        out.update(hc_mae_mm=metrics["hc_mae_mm"], hc_offset_mm=offset.get("hc_offset_mm"),
+                   hc_mae_mm_corrected=_corrected_hc_mae(run, offset.get("hc_offset_mm", 0.0)),
                    hc_mae_mm_reference_masks=metrics.get("hc_mae_mm_truth_mask"))
     return out
 

@@ -17,7 +17,7 @@ from torch import nn
 from .core import UsageError, check_number
 
 # %% auto #0
-__all__ = ['GROUPINGS', 'reliability_bins', 'expected_calibration_error', 'TemperatureScaler', 'fit_temperature', 'softmax_t', 'group_scores', 'threshold_for', 'wilson_interval', 'operating_point', 'stratified_bootstrap', 'roc_pr', 'ppv_at', 'entropy', 'mc_dropout', 'referral_curve', 'calibrate_scores', 'check_calibrate_args', 'grouping', 'CaseResult', 'CADPipeline', 'calibrate_run', 'format_summary', 'operating_table', 'reliability_diagram', 'plot_roc_pr', 'plot_referral_curve']
+__all__ = ['GROUPINGS', 'reliability_bins', 'expected_calibration_error', 'TemperatureScaler', 'fit_temperature', 'softmax_t', 'group_scores', 'threshold_for', 'wilson_interval', 'operating_point', 'stratified_bootstrap', 'roc_pr', 'ppv_at', 'entropy', 'mc_dropout', 'referral_curve', 'calibrate_scores', 'check_calibrate_args', 'grouping', 'CaseResult', 'CADPipeline', 'calibrate_run', 'format_summary']
 
 # %% ../nbs/60_cad.ipynb #e73e1565
 def _as_np(a) -> np.ndarray:
@@ -233,16 +233,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-
 from .core import GynlabError, RunError, check_choice, open_image, read_json, write_json
 from .interpret import METHODS, explain_image
 from .runs import load_run, run_task
 from .tasks import run_splits
 from .train import predict
 from .transforms import preprocess, to_torch
+
 
 # %% ../nbs/lib/60_cad_tools.ipynb #ct000006
 def _check_probs(probs, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -292,6 +289,7 @@ def check_calibrate_args(sensitivity=0.9, specificity=None, refer_fraction=0.1, 
     check_number("n_resamples", n_resamples, lo=1, integer=True)
     return target
 
+
 # %% ../nbs/lib/60_cad_tools.ipynb #ct000009
 def grouping(dataset: str, name: str | None = None, classes: list[str] | None = None) -> dict:
     "The grouping `name` of `dataset` (the first one if None), checked against the run's `classes`."
@@ -307,6 +305,7 @@ def grouping(dataset: str, name: str | None = None, classes: list[str] | None = 
             raise UsageError(f"grouping {name!r} needs classes {missing} that this run does not have "
                              f"({', '.join(classes)})")
     return g
+
 
 # %% ../nbs/lib/60_cad_tools.ipynb #ct000012
 @dataclass
@@ -339,6 +338,7 @@ class CaseResult:
         share = (f", a threshold that {self.flagged_fraction:.0%} of validation cases reach"
                  if self.flagged_fraction is not None else "")
         return f"{self.grouping['action']} suggested: P({g}) {p:.3f} ≥ threshold {t:.3f}{share}"
+
 
 # %% ../nbs/lib/60_cad_tools.ipynb #ct000013
 class CADPipeline:
@@ -381,6 +381,7 @@ class CADPipeline:
         ds = self._split(split)
         return torch.stack([ds[i][0] for i in range(len(ds))])
 
+
 # %% ../nbs/lib/60_cad_tools.ipynb #ct000014
 def _load(self: CADPipeline, f: Path):
     "Read and check the decisions in `f` (a cad.json); a `RunError` naming the file and field otherwise."
@@ -405,6 +406,7 @@ def _load(self: CADPipeline, f: Path):
     self.summary = d.get("summary", {})
 
 CADPipeline._load = _load
+
 
 # %% ../nbs/lib/60_cad_tools.ipynb #ct000016
 def _calibrate(self: CADPipeline, split=None, *, grouping_name: str | None = None, sensitivity: float | None = 0.9,
@@ -452,6 +454,7 @@ def _nll(p, y) -> float:
 
 CADPipeline.calibrate = _calibrate
 
+
 # %% ../nbs/lib/60_cad_tools.ipynb #ct000017
 def _call(self: CADPipeline, image, *, method: str | None = "gradcam", mc: int | None = None,
           name: str | None = None) -> CaseResult:
@@ -477,6 +480,7 @@ def _call(self: CADPipeline, image, *, method: str | None = "gradcam", mc: int |
                       method=method, flagged_fraction=self.flagged_fraction)
 
 CADPipeline.__call__ = _call
+
 
 # %% ../nbs/lib/60_cad_tools.ipynb #ct000019
 def _save(self: CADPipeline, path=None) -> Path:
@@ -522,84 +526,3 @@ def format_summary(s: dict) -> str:
         f"PPV at this prevalence {ci('ppv', '.3f')}",
         f"referral: {s['refer_fraction']:.0%} most uncertain referred (MC dropout, {s['mc_passes']} passes); "
         f"accuracy {s['accuracy']:.3f} on all → {s['accuracy_kept_after_referral']:.3f} on the rest"])
-
-# %% ../nbs/lib/60_cad_tools.ipynb #ct000023
-def operating_table(y, score, sensitivities=(1.0, 0.9, 0.75, 0.5, 0.25)) -> pd.DataFrame:
-    "Threshold, sensitivity, specificity, share flagged and PPV at the threshold reaching each of `sensitivities`."
-    y, s = _as_np(y).astype(int).reshape(-1), _as_np(score).astype(float).reshape(-1)
-    rows = {}
-    for target in sensitivities:
-        t = math.floor(threshold_for(y, s, sensitivity=target) * 1e4) / 1e4
-        op = operating_point(y, s >= t)
-        rows[t] = {"threshold": t, "sensitivity": op["sensitivity"], "specificity": op["specificity"],
-                   "flagged": float((s >= t).mean()), "ppv": op["ppv"]}
-    return pd.DataFrame(sorted(rows.values(), key=lambda r: r["threshold"])).round(4)
-
-# %% ../nbs/lib/60_cad_tools.ipynb #ct000026
-_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
-
-def reliability_diagram(curves: dict, n_bins: int = 15, title: str = "Reliability diagram", grouped: dict | None = None,
-                        grouped_name: str = "positive", group_bins: int = 10) -> go.Figure:
-    """Observed vs predicted per bin for {name: (probs (N, K), labels)} (top label) and, if given, for
-    `grouped` {name: (score (N,), labels 0/1)} (one score) in a second panel; each panel's title gives the ECEs."""
-    panels = [(curves, n_bins, True, "top label")]
-    if grouped: panels.append((grouped, group_bins, False, f"P({grouped_name})"))
-    titles = [f"{what}: ECE " + " → ".join(f"{expected_calibration_error(p, y, nb, tl):.3f}" for p, y in cs.values())
-              for cs, nb, tl, what in panels]
-    fig = make_subplots(1, len(panels), subplot_titles=titles, horizontal_spacing=0.12)
-    for col, (cs, nb, tl, what) in enumerate(panels, 1):
-        fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect",
-                        showlegend=col == 1, row=1, col=col)
-        for (name, (p, y)), colour in zip(cs.items(), _COLOURS):
-            b = reliability_bins(p, y, nb, tl); ok = b["count"] > 0
-            fig.add_scatter(x=b["confidence"][ok], y=b["accuracy"][ok], mode="lines+markers", name=name,
-                            legendgroup=name, showlegend=col == 1, line=dict(color=colour), customdata=b["count"][ok],
-                            marker=dict(color=colour, size=5 + 10 * np.sqrt(b["count"][ok] / b["count"].max())),
-                            hovertemplate="%{customdata} cases: predicted %{x:.2f}, observed %{y:.2f}", row=1, col=col)
-        xt = "mean top-class probability" if tl else f"mean {what}"
-        fig.update_xaxes(title_text=xt, range=[0, 1], row=1, col=col)
-        fig.update_yaxes(title_text="fraction correct" if tl else "fraction positive", range=[0, 1], row=1, col=col)
-    fig.update_layout(title=title, width=860 if grouped else 480, height=430, margin=dict(t=90, b=40))
-    return fig
-
-# %% ../nbs/lib/60_cad_tools.ipynb #ct000027
-def plot_roc_pr(curves: dict, op: dict | None = None, title: str = "") -> go.Figure:
-    "ROC and precision-recall curves side by side; `op` (from `operating_point`) marked on both."
-    (alo, ahi), (plo, phi) = curves["auc_ci"], curves["ap_ci"]
-    fig = make_subplots(1, 2, subplot_titles=(f"ROC (AUC {curves['auc']:.2f}, {alo:.2f}–{ahi:.2f})",
-                                              f"Precision-recall (AP {curves['ap']:.2f}, {plo:.2f}–{phi:.2f})"))
-    grey = dict(dash="dot", color="grey")
-    fig.add_scatter(x=curves["fpr"], y=curves["tpr"], mode="lines", name="ROC", row=1, col=1)
-    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=grey, showlegend=False, row=1, col=1)
-    fig.add_scatter(x=curves["recall"], y=curves["precision"], mode="lines", name="PR", row=1, col=2)
-    fig.add_hline(y=curves["prevalence"], line_dash="dot", line_color="grey", row=1, col=2)
-    if op is not None:
-        se, sp = op["sensitivity"], op["specificity"]
-        (selo, sehi), (splo, sphi) = op["sensitivity_ci"], op["specificity_ci"]
-        fig.add_scatter(x=[1 - sp], y=[se], mode="markers", marker=dict(size=11, color="crimson"),
-                        name="operating point", row=1, col=1,
-                        error_y=dict(type="data", symmetric=False, array=[sehi - se], arrayminus=[se - selo]),
-                        error_x=dict(type="data", symmetric=False, array=[sphi - sp], arrayminus=[sp - splo]))
-        ppv, (plo_, phi_) = op["ppv"], op["ppv_ci"]
-        fig.add_scatter(x=[se], y=[ppv], mode="markers", marker=dict(size=11, color="crimson"), showlegend=False,
-                        error_y=dict(type="data", symmetric=False, array=[phi_ - ppv], arrayminus=[ppv - plo_]),
-                        hovertemplate="sensitivity %{x:.2f}, PPV %{y:.3f}", row=1, col=2)
-    fig.update_xaxes(title_text="1 − specificity", row=1, col=1)
-    fig.update_yaxes(title_text="sensitivity", row=1, col=1)
-    fig.update_xaxes(title_text="recall (sensitivity)", row=1, col=2)
-    fig.update_yaxes(title_text="precision (PPV)", row=1, col=2)
-    fig.update_layout(title=title, width=860, height=400, margin=dict(t=80, b=40))
-    return fig
-
-def plot_referral_curve(rc: dict, refer_fraction: float | None = None, title: str = "") -> go.Figure:
-    "Accuracy on the kept cases against the share referred (from `referral_curve`), with the random-referral level."
-    fr, acc = 100 * np.asarray(rc["fraction_referred"]), np.asarray(rc["accuracy_kept"])
-    fig = go.Figure(go.Scatter(x=fr, y=acc, mode="lines+markers", name="most uncertain referred first"))
-    fig.add_hline(y=acc[0], line_dash="dot", line_color="grey", annotation_text="referring at random",
-                  annotation_position="bottom right")
-    if refer_fraction:
-        fig.add_vline(x=100 * refer_fraction, line_dash="dash", line_color="crimson",
-                      annotation_text=f"calibrate refers {refer_fraction:.0%}", annotation_position="top left")
-    fig.update_layout(title=title, xaxis_title="cases referred to a person (%)", width=600, height=380,
-                      yaxis_title="accuracy on the cases kept", margin=dict(t=60, b=40), showlegend=False)
-    return fig

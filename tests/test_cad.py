@@ -151,7 +151,8 @@ def test_ppv_at_is_bayes_and_matches_counting():
 def test_operating_table_rows_are_exact_at_the_printed_threshold():
     rng = np.random.default_rng(4)
     y = (rng.random(300) < 0.2).astype(int); s = np.clip(rng.normal(0.3 + 0.3 * y, 0.15), 0, 1)
-    tab = cad.operating_table(y, s)
+    from gynlab.cad_plots import operating_table
+    tab = operating_table(y, s)
     assert list(tab["threshold"]) == sorted(tab["threshold"]) and (tab["threshold"] == tab["threshold"].round(4)).all()
     for r in tab.to_dict("records"):                  # a threshold copied from the table gives exactly its row
         assert (s >= r["threshold"]).mean() == pytest.approx(r["flagged"], abs=1e-4)
