@@ -25,3 +25,10 @@ def gynlab_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "gynlab-cache"
     monkeypatch.setenv("GYNLAB_CACHE", str(cache))
     return cache
+
+
+def pytest_sessionfinish(session, exitstatus):
+    "Close the explorer widgets the tests made while Python can still do it (else each prints a traceback at exit)."
+    import sys
+    if "ipywidgets" in sys.modules:
+        sys.modules["ipywidgets"].Widget.close_all()
