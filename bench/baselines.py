@@ -7,7 +7,8 @@ For each recipe and seed: `gynlab train --recipe NAME` (the same function, in-pr
 macro one-vs-rest AUC for classification (also with test-time augmentation, `gynlab predict --tta`); mean Dice for
 segmentation; for HC18 also the head-circumference mean absolute difference in mm, before and after subtracting the
 offset learnt on the training images (`gynlab calibrate --run RUN`). Runs go to runs/bench-<recipe>-s<seed>
-(git-ignored); `--reuse` scores existing runs again. The table and the learning curves are written to
+(git-ignored); `--reuse` scores existing runs again (their CPU minutes
+as recorded when they were trained). The table and the learning curves are written to
 bench/results/baselines.json, which the Results page of the site shows. `--quick` trains on a small subset for one
 epoch (a smoke test of this script, not a result).
 
@@ -36,11 +37,11 @@ TARGETS = {"mmotu-classify": {"accuracy": 0.80, "balanced_accuracy": 0.65, "auc"
 
 
 def train(name: str, seed: int, quick: bool, reuse: bool) -> tuple[Path, float]:
-    "Train recipe `name` into runs/bench-<name>-s<seed>; (run folder, CPU minutes; NaN when reused)."
+    "Train recipe `name` into runs/bench-<name>-s<seed>; (run folder, CPU minutes; as recorded when reused)."
     from gynlab.tasks import recipe, train_classifier
     from gynlab.segment import train_segmenter
     run = ROOT / "runs" / f"bench-{name}-s{seed}{'-quick' if quick else ''}"
-    if reuse and (run / "model.safetensors").is_file(): return run, float("nan")
+    if reuse and (run / "model.safetensors").is_file(): return run, _recorded_cpu_min(run)
     r = recipe(name)
     task, dataset = r.pop("task"), r.pop("dataset")
     r.pop("budget_cpu_min", None)
@@ -52,9 +53,18 @@ def train(name: str, seed: int, quick: bool, reuse: bool) -> tuple[Path, float]:
                          subset=64 if quick else None)
     else:
         train_segmenter(dataset, out=run, seed=seed, overwrite=True, progress=False, subset=32 if quick else None,
-                        recipe=name,
-                        **{k: r[k] for k in ("epochs", "image_size", "batch_size", "lr", "model") if k in r})
-    return run, (time.process_time() - t0) / 60
+                        recipe=name, **{k: r[k] for k in ("epochs", "image_size", "batch_size", "lr", "model",
+                                                          "schedule") if k in r})
+    cpu_min = (time.process_time() - t0) / 60
+    (run / "bench.json").write_text(json.dumps({"cpu_min": cpu_min}))
+    return run, cpu_min
+
+
+def _recorded_cpu_min(run: Path) -> float:
+    "CPU minutes of an existing run: from its bench.json, else the cpu_s a segmentation run records, else NaN."
+    if (run / "bench.json").is_file(): return float(json.loads((run / "bench.json").read_text())["cpu_min"])
+    cpu_s = json.loads((run / "metrics.json").read_text()).get("cpu_s")
+    return cpu_s / 60 if isinstance(cpu_s, (int, float)) else float("nan")
 
 
 def score(name: str, run: Path) -> dict:
@@ -127,7 +137,11 @@ def main(argv=None) -> int:
             print(f"  published: {PUBLISHED.get(name, '')}")
     if not a.quick:
         from gynlab.core import write_json
-        write_json(a.out, {"rows": rows, "created": time.strftime("%Y-%m-%d")})
+        out = Path(a.out)                       # rows of other recipes and seeds measured before are kept
+        done = {(r["recipe"], r["seed"]) for r in rows}
+        kept = [r for r in (json.loads(out.read_text())["rows"] if out.is_file() else [])
+                if (r["recipe"], r["seed"]) not in done]
+        write_json(out, {"rows": kept + rows, "created": time.strftime("%Y-%m-%d")})
         print(f"wrote {a.out}")
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .core import GynlabError, UsageError
 
+
 # %% auto #0
 __all__ = ['TRAIN_DEFAULTS', 'COMMANDS', 'PLUGIN_MODULES', 'data_list', 'data_info', 'build_parser', 'main']
 
@@ -73,6 +74,7 @@ def data_info(name: str, root=None, as_json: bool = False) -> str:
                                f"then pass --root or set GYNLAB_DATA to the folder that holds '{c.folder}/'.")
     return "\n".join(lines)
 
+
 # %% ../nbs/lib/99_cli.ipynb #cl000009
 TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image_size=64, channels=3, batch_size=32,
                       lr=1e-3, class_weights=None, augment=None, schedule=None, lr_ratio=None, freeze_epochs=0,
@@ -88,7 +90,8 @@ def _cmd_train(a) -> int:
         m = train_segmenter(s["dataset"], epochs=s["epochs"], image_size=s["image_size"], out=a.out,
                             batch_size=s["batch_size"], lr=s["lr"], seed=a.seed, device=a.device, subset=a.subset,
                             model=s["model"] or "unet",
-                            data_root=a.root, progress=not a.quiet, overwrite=a.overwrite, recipe=a.recipe)
+                            data_root=a.root, progress=not a.quiet, overwrite=a.overwrite, recipe=a.recipe,
+                            schedule=s["schedule"])
         shown = ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and abs(v) < float("inf"))
         print(f"validation: {shown}")
     else:
@@ -128,6 +131,7 @@ def _cmd_predict(a) -> int:
               file=sys.stderr)
     print(what + (f" ({len(skipped)} unreadable files skipped)" if skipped else ""))
     return 0
+
 
 # %% ../nbs/lib/99_cli.ipynb #cl000010
 def _add_train(sub):
@@ -202,6 +206,7 @@ def _add_data(sub):
     pl.set_defaults(func=lambda a: print(data_list(a.root, a.json)))
     pi.set_defaults(func=lambda a: print(data_info(a.name, a.root, a.json)))
 
+
 # %% ../nbs/lib/99_cli.ipynb #cl000021
 def _cmd_explain(a) -> int:
     from gynlab.interpret import explain_file
@@ -222,6 +227,7 @@ def _add_explain(sub):
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_explain)
+
 
 # %% ../nbs/lib/99_cli.ipynb #cl000041
 def _cmd_explore(a) -> int:
@@ -259,6 +265,7 @@ def _add_explore(sub):
     p.add_argument("--split", default="validation")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_explore)
+
 
 # %% ../nbs/lib/99_cli.ipynb #cl000031
 def _cmd_calibrate(a) -> int:
@@ -323,6 +330,7 @@ def _add_cad(sub):
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_biometry)
 
+
 # %% ../nbs/lib/99_cli.ipynb #cl000012
 COMMANDS = [_add_data, _add_train, _add_explain, _add_explore, _add_cad]   # each adds its sub-parsers
 PLUGIN_MODULES: list[str] = []           # modules with an `_add_cli(subparsers)` of their own
@@ -369,3 +377,4 @@ def main(argv: list[str] | None = None) -> int:
 def _main_thread() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
+

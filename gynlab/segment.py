@@ -19,6 +19,7 @@ from .runs import MAX_IMAGE_SIZE, SEG_MODELS, RunWriter, build_model, load_run
 from .tasks import read_images, validation_split
 from .train import fit
 
+
 # %% auto #0
 __all__ = ['MASK_CLASSES', 'DEFAULT_TARGET', 'segmentation_data', 'predict_split', 'evaluate_segmenter', 'train_segmenter',
            'letterbox', 'segment_image', 'predict_masks']
@@ -70,6 +71,7 @@ def segmentation_data(dataset: str, *, image_size: int = 64, target: str | None 
     return train, valid, {"dataset": dataset, "target": target, "channels": channels, "classes": classes,
                           "n_classes": len(classes), "image_size": image_size}
 
+
 # %% ../nbs/lib/12_segment.ipynb #sg000009
 @torch.no_grad()
 def predict_split(net: nn.Module, split, info: dict, *, mean=None, std=None, device=None, batch_size: int = 32):
@@ -115,11 +117,13 @@ def evaluate_segmenter(net: nn.Module, split, info: dict, *, mean=None, std=None
                     hc_mae_mm_truth_mask=float(np.mean(np.abs(floor))), hc_bias_mm_truth_mask=float(np.mean(floor)))
     return summ, rows
 
+
 # %% ../nbs/lib/12_segment.ipynb #sg000011
 def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=None, batch_size: int = 16,
                     lr: float = 1e-3, seed: int = 0, device=None, subset: int | None = None, target: str | None = None,
                     model: str = "unet", base: int = 16, depth: int = 4, data_root=None, progress: bool = True,
-                    overwrite: bool = False, return_model: bool = False, recipe: str | None = None):
+                    overwrite: bool = False, return_model: bool = False, recipe: str | None = None,
+                    schedule: str | None = None):
     """Train a U-Net (or attention U-Net) with Dice + cross-entropy on `dataset` and score its validation split;
     with `out`, write a run folder (task 'segment'). Returns the metrics (and the model and rows with
     `return_model`)."""
@@ -132,6 +136,7 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
     check_number("--batch-size", batch_size, lo=1, hi=4096, integer=True)
     check_number("--lr", lr, lo=0, hi=10, lo_open=True)
     check_number("--subset", subset, lo=1, integer=True, none_ok=True); get_device(device)
+    if schedule not in (None, "onecycle"): raise UsageError(f"--schedule: use onecycle (or nothing), got {schedule!r}")
     if image_size % 2 ** depth:
         raise UsageError(f"--image-size must be a multiple of {2 ** depth} for a U-Net of depth {depth}")
     writer = RunWriter(out, overwrite=overwrite).check() if out is not None else None
@@ -143,7 +148,7 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
               for s in (train, valid))
     cfg = {"task": "segment", "model": model, "base": base, "depth": depth, **info, "mean": mean, "std": std,
            "letterbox": True, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "subset": subset,
-           "recipe": recipe,
+           "recipe": recipe, "schedule": schedule,
            "versions": versions()}
     seed_everything(seed)
     net = build_model(cfg)
@@ -151,7 +156,7 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
     def run(ckpt=None):
         h = fit(net, tr, va, epochs=epochs, lr=lr, batch_size=batch_size, loss=DiceCELoss(), checkpoint_dir=ckpt,
                 metrics=lambda o, t: segmentation_metrics(o, t, names), monitor="dice", seed=seed, device=device,
-                progress=progress)
+                schedule=schedule, progress=progress)
         summary, rows = evaluate_segmenter(net, valid, info, mean=mean, std=std, device=device)
         return {**summary, "history": h.records, "n_train": len(train), "n_valid": len(valid),
                 "cpu_s": round(time.process_time() - t0, 1), "wall_s": round(time.perf_counter() - w0, 1)}, rows
@@ -164,6 +169,7 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
                 save_weights(net, w.dir / "model.safetensors", model_name=model, classes=names)
                 write_json(w.dir / "metrics.json", metrics)
     return (metrics, net, rows) if return_model else metrics
+
 
 # %% ../nbs/lib/12_segment.ipynb #sg000013
 def letterbox(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -217,3 +223,4 @@ def predict_masks(run, folder, out_dir, *, skip_bad: bool = False, device=None,
             Image.fromarray(msk, mode="L").save(tmp, format="PNG")
         written.append(out_dir / name)
     return written, skipped
+

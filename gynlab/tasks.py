@@ -17,6 +17,7 @@ from .runs import MAX_IMAGE_SIZE, RunWriter, load_run
 from .checkpoint import save_weights
 from .train import balanced_class_weights, classification_metrics, evaluate, fit, predict
 
+
 # %% auto #0
 __all__ = ['VALIDATION_SPLITS', 'AUGMENTS', 'RECIPES', 'validation_split', 'run_splits', 'mean_std', 'check_train_args',
            'FreezeBody', 'train_classifier', 'recipe', 'with_recipe', 'display_name', 'rows_to_csv', 'read_images',
@@ -57,6 +58,7 @@ def mean_std(model: str, channels: int) -> tuple[list, list]:
     m, s = list(m)[:channels], list(s)[:channels]
     return ([round(float(v), 6) for v in m * (channels // len(m))],
             [round(float(v), 6) for v in s * (channels // len(s))])
+
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000009
 def check_train_args(model, epochs, image_size, channels, batch_size, lr, subset, num_workers, early_stopping, device,
@@ -107,6 +109,7 @@ def _optimizer(net, lr, lr_ratio, weight_decay):
     groups = param_groups(net, (lr / lr_ratio, lr), weight_decay)
     return lambda params: torch.optim.AdamW(groups, lr=lr,
                                             **({} if weight_decay is None else {"weight_decay": weight_decay}))
+
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000015
 def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, epochs: int = 5, image_size: int = 64,
@@ -177,14 +180,15 @@ def _same_setup(prev: dict | None, new: dict):
         raise UsageError("--resume continues the same training, but these settings differ from the interrupted run: "
                          + ", ".join(f"{k} ({prev.get(k)!r} then, {new.get(k)!r} now)" for k in diff))
 
+
 # %% ../nbs/lib/12_tasks.ipynb #ta000017
 RECIPES = {
-    "mmotu-classify": dict(task="classify", dataset="mmotu", model="efficientnet_lite0", image_size=160, epochs=6,
+    "mmotu-classify": dict(task="classify", dataset="mmotu", model="efficientnet_lite0", image_size=160, epochs=14,
                            batch_size=32, lr=2e-3, schedule="onecycle", lr_ratio=10.0, freeze_epochs=1,
                            augment="ultrasound", class_weights="balanced", label_smoothing=0.1, weight_decay=0.01,
                            channels_last=True, budget_cpu_min=15),
-    "mmotu-lesions": dict(task="segment", dataset="mmotu", model="unet", image_size=128, epochs=12, batch_size=16,
-                          lr=2e-3, budget_cpu_min=15),
+    "mmotu-lesions": dict(task="segment", dataset="mmotu", model="unet", image_size=128, epochs=9, batch_size=16,
+                          lr=2e-3, schedule="onecycle", budget_cpu_min=15),
     "hc18": dict(task="segment", dataset="hc18", model="unet", image_size=128, epochs=12, batch_size=16, lr=2e-3,
                  budget_cpu_min=15),
 }
@@ -199,6 +203,7 @@ def with_recipe(name: str | None, given: dict, defaults: dict) -> dict:
     out = {**defaults, **(recipe(name) if name else {})}
     out.update({k: v for k, v in given.items() if v is not None})
     return out
+
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000011
 def display_name(path: Path, folder: Path) -> str:
@@ -258,3 +263,4 @@ def predict_folder(run, folder, out=None, *, recursive: bool = False, skip_bad: 
                                    tta=tta)
     if out is not None: atomic_write(out, rows_to_csv(rows), inputs=[folder, run], what="--out")
     return rows, skipped
+
