@@ -30,5 +30,7 @@ def gynlab_cache(tmp_path, monkeypatch) -> Path:
 def pytest_sessionfinish(session, exitstatus):
     "Close the explorer widgets the tests made while Python can still do it (else each prints a traceback at exit)."
     import sys
-    if "ipywidgets" in sys.modules:
-        sys.modules["ipywidgets"].Widget.close_all()
+    widget_module = sys.modules.get("ipywidgets.widgets.widget")
+    for w in list(getattr(widget_module, "_instances", {}).values()):
+        try: w.close()
+        except Exception: pass   # its comm is already gone: nothing left to close

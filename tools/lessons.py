@@ -56,7 +56,7 @@ SECTIONS = {"0": "Foundations", "1": "Networks and training", "2": "Transfer and
             "7": "Generative and sequence models", "8": "Responsible use and clinical applications", "9": "Tools"}
 START, END = "<!-- lesson-map:start -->", "<!-- lesson-map:end -->"
 # Pages that are not lessons (no number, no module): listed after the lessons in the sidebar when present in nbs/.
-PAGES = [("results", "Results"), ("glossary", "Glossary"), ("instructor", "Instructor guide")]
+PAGES = [("results", "Results: baselines on real data"), ("glossary", "Glossary"), ("instructor", "Instructor guide")]
 PAGES_SECTION = "Reference"
 LIBRARY_SECTION = "Library"  # nbs/lib/*.ipynb: the plumbing the lessons import (flattened into the site's root)
 
