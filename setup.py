@@ -1,13 +1,16 @@
 """nbdev-2 style setup: every value comes from settings.ini, so the notebooks' project config is the one source."""
 from configparser import ConfigParser
-import setuptools, shlex
+import shlex
+
+import setuptools
 
 cfg_all = ConfigParser()
 cfg_all.read('settings.ini')
 cfg = cfg_all['DEFAULT']
 
 licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
-statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
+statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature',
+            '7 - Inactive']
 lic = licenses[cfg['license']]
 min_python = cfg['min_python']
 requirements = shlex.split(cfg.get('requirements', ''))

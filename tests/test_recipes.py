@@ -1,23 +1,13 @@
 """Every recipe of `gynlab train --recipe` (gynlab.tasks.RECIPES) in a fast form: a tiny subset, one epoch, small
 images. The full runs, which the recipes' figures come from, are `bench/baselines.py` only."""
 import json
-from contextlib import redirect_stderr, redirect_stdout
-from io import StringIO
 
 import pytest
 
-from gynlab.cli import main
 from gynlab.core import DataError
 from gynlab.data import find_data
 from gynlab.tasks import RECIPES, recipe
-
-
-def gynlab(*argv):
-    out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try: code = main([str(a) for a in argv])
-        except SystemExit as e: code = e.code
-    return code, out.getvalue(), err.getvalue()
+from test_cli_bad_input import gynlab   # `gynlab ARGV...` in-process: (exit code, stdout, stderr)
 
 
 def _have(dataset: str) -> bool:
