@@ -38,7 +38,7 @@ pytest: .venv/.lab-configured
 # House rules a machine checks: ruff (ruff.toml: lines <= 120, no undefined/unused names) and the layer contract
 # (.importlinter: an import goes down, never up).
 lint: .venv/.installed
-	.venv/bin/ruff check gynlab tests bench tools nbs
+	.venv/bin/ruff check .
 	.venv/bin/lint-imports
 
 # The package is what the notebooks generate, and the notebooks are stored clean.
