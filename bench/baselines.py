@@ -54,7 +54,7 @@ def train(name: str, seed: int, quick: bool, reuse: bool) -> tuple[Path, float]:
     else:
         train_segmenter(dataset, out=run, seed=seed, overwrite=True, progress=False, subset=32 if quick else None,
                         recipe=name, **{k: r[k] for k in ("epochs", "image_size", "batch_size", "lr", "model",
-                                                          "schedule") if k in r})
+                                                          "schedule", "augment", "weight_decay") if k in r})
     cpu_min = (time.process_time() - t0) / 60
     (run / "bench.json").write_text(json.dumps({"cpu_min": cpu_min}))
     return run, cpu_min
@@ -74,14 +74,27 @@ def score(name: str, run: Path) -> dict:
         out = {k: metrics["final"][k] for k in ("accuracy", "balanced_accuracy", "auc")}
         out.update({f"{k}_tta": v for k, v in _tta_scores(run, cfg).items()})
         return out
-    out = {"dice": metrics["dice"]}
+    out = {"dice": metrics["dice"], "dice_tta": _seg_tta_dice(run)}
     if "hc_mae_mm" in metrics:
         from gynlab.biometry import fit_hc_offset
-        offset = json.loads(Path(fit_hc_offset(run)).read_text())
-        out.update(hc_mae_mm=metrics["hc_mae_mm"], hc_offset_mm=offset.get("hc_offset_mm"),
-                   hc_mae_mm_corrected=_corrected_hc_mae(run, offset.get("hc_offset_mm", 0.0)),
-                   hc_mae_mm_reference_masks=metrics.get("hc_mae_mm_truth_mask"))
+        out.update(hc_mae_mm_model_size=metrics["hc_mae_mm"])
+        for tta in (False, True):                      # the last one fitted stays in run/biometry.json
+            offset = json.loads(Path(fit_hc_offset(run, tta=tta)).read_text())["hc_offset_mm"]
+            raw, corrected, reference = _native_hc_mae(run, offset, tta)
+            sfx = "_tta" if tta else ""
+            out.update({f"hc_offset_mm{sfx}": offset, f"hc_mae_mm{sfx}": raw, f"hc_mae_mm_corrected{sfx}": corrected,
+                        "hc_mae_mm_reference_masks": reference})
     return out
+
+
+def _seg_tta_dice(run: Path) -> float:
+    "Mean foreground Dice on the validation split at the model's size, with the left-right mirror averaged in."
+    from gynlab.runs import load_run
+    from gynlab.segment import evaluate_segmenter, segmentation_data
+    net, cfg = load_run(run, task="segment")
+    _, valid, info = segmentation_data(cfg["dataset"], image_size=cfg["image_size"], target=cfg.get("target"),
+                                       seed=cfg["seed"], subset=cfg.get("subset"))
+    return evaluate_segmenter(net, valid, info, mean=cfg["mean"], std=cfg["std"], tta=True)[0]["dice"]
 
 
 def _tta_scores(run: Path, cfg: dict) -> dict:
@@ -100,16 +113,20 @@ def _tta_scores(run: Path, cfg: dict) -> dict:
     return {k: m[k] for k in ("accuracy", "balanced_accuracy", "auc")}
 
 
-def _corrected_hc_mae(run: Path, offset: float) -> float:
-    "HC mean absolute difference on the validation split after subtracting the offset learnt on training images."
+def _native_hc_mae(run: Path, offset: float, tta: bool) -> tuple[float, float, float]:
+    """HC mean absolute difference (mm) on the validation split, masks at each image's own size (what
+    `gynlab predict` writes and `gynlab biometry` measures): (raw, after subtracting the training-set offset,
+    the reference masks themselves through the same ellipse fit)."""
+    from gynlab.metrics import head_circumference
     from gynlab.runs import load_run
-    from gynlab.segment import evaluate_segmenter, segmentation_data
+    from gynlab.segment import segment_image, segmentation_data
     net, cfg = load_run(run, task="segment")
-    _, valid, info = segmentation_data(cfg["dataset"], image_size=cfg["image_size"], seed=cfg["seed"],
-                                       subset=cfg.get("subset"))
-    _, rows = evaluate_segmenter(net, valid, info, mean=cfg["mean"], std=cfg["std"])
-    err = np.array([r["hc_pred_mm"] - offset - r["hc_true_mm"] for r in rows])
-    return float(np.nanmean(np.abs(err)))
+    _, valid, _ = segmentation_data(cfg["dataset"], image_size=None, seed=cfg["seed"], subset=cfg.get("subset"))
+    err = np.array([head_circumference(segment_image(net, r["image"], cfg, tta=tta) == 1, r["pixel_size_mm"])
+                    - r["head_circumference_mm"] for r in valid])
+    ref = np.array([head_circumference(np.asarray(r["mask"]) > 0, r["pixel_size_mm"]) - r["head_circumference_mm"]
+                    for r in valid])
+    return float(np.nanmean(np.abs(err))), float(np.nanmean(np.abs(err - offset))), float(np.mean(np.abs(ref)))
 
 
 def main(argv=None) -> int:

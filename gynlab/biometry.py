@@ -16,6 +16,7 @@ from .metrics import boundary, fit_ellipse, head_circumference
 from .runs import load_run, run_task
 from .segment import segment_image, segmentation_data
 
+
 # %% auto #0
 __all__ = ['HADLOCK_RANGE_WEEKS', 'HC_RANGE_MM', 'PIXEL_SIZE_RANGE_MM', 'SKULL_LIMITS', 'hadlock_ga_weeks', 'format_ga',
            'skull_shape', 'check_skull_mask', 'check_pixel_size', 'biometry_from_mask', 'outline_rgb', 'hc_offset',
@@ -35,6 +36,7 @@ def format_ga(weeks: float) -> str:
     "Weeks as 'Nw Dd' (e.g. 20w 3d)."
     if not np.isfinite(weeks): return "n/a"
     d = int(round(weeks * 7)); return f"{d // 7}w {d % 7}d"
+
 
 # %% ../nbs/61_biometry.ipynb #bm000013
 HC_RANGE_MM = (50.0, 400.0)
@@ -85,6 +87,7 @@ def check_skull_mask(mask, image_size: tuple[int, int] | None = None) -> tuple[n
     if why: raise DataError("this mask cannot be one fetal skull: " + "; ".join(why))
     return main, s
 
+
 # %% ../nbs/61_biometry.ipynb #bm000014
 def _biometry_of_hc(hc: float, pixel_size_mm: float) -> dict:
     ga = hadlock_ga_weeks(hc)
@@ -108,6 +111,7 @@ def biometry_from_mask(mask, pixel_size_mm: float, image_size: tuple[int, int] |
                         f"check the pixel size ({px} mm) and the mask")
     return {**_biometry_of_hc(hc, px), "checks": shape}
 
+
 # %% ../nbs/61_biometry.ipynb #bm000022
 def outline_rgb(image, pred_mask, ref_mask=None, width: int = 2) -> np.ndarray:
     "The image as RGB uint8 with the outline of `pred_mask` in red and of `ref_mask` (if given) in green."
@@ -120,6 +124,7 @@ def outline_rgb(image, pred_mask, ref_mask=None, width: int = 2) -> np.ndarray:
                             f"{rgb.shape[1]}x{rgb.shape[0]} px")
         rgb[ndimage.binary_dilation(boundary(m), iterations=max(0, width - 1)) if width > 1 else boundary(m)] = colour
     return rgb
+
 
 # %% ../nbs/61_biometry.ipynb #bm000025
 def _skull_segmenter(run, device=None):
@@ -149,8 +154,10 @@ def _training_split(cfg: dict, data_root=None):
     return segmentation_data(cfg["dataset"], image_size=None, target=cfg.get("target"), seed=cfg.get("seed", 0),
                              data_root=data_root)[0]
 
-def fit_hc_offset(run, split=None, *, limit: int | None = None, device=None, data_root=None) -> Path:
-    "Mean (model HC − reference HC) on the run's training images (or `split`), written to run/biometry.json: its path."
+def fit_hc_offset(run, split=None, *, limit: int | None = None, device=None, data_root=None, tta: bool = False) -> Path:
+    """Mean (model HC − reference HC) on the run's training images (or `split`), written to run/biometry.json: its path.
+    With `tta` the masks average the image and its mirror (`gynlab.segment.seg_logits`); `biometry` then does the
+    same, so that the offset applies to measurements made the same way."""
     limit = check_number("limit", limit, lo=1, integer=True, none_ok=True)
     net, cfg = _skull_segmenter(run, device)
     split = _training_split(cfg, data_root) if split is None else split
@@ -160,24 +167,28 @@ def fit_hc_offset(run, split=None, *, limit: int | None = None, device=None, dat
     if limit: split = split.select(range(min(limit, len(split))))
     diffs, refused = [], 0
     for r in split:
-        mask = segment_image(net, r["image"], cfg, device) == 1
+        mask = segment_image(net, r["image"], cfg, device, tta=tta) == 1
         try: hc = biometry_from_mask(mask, r["pixel_size_mm"], r["image"].size)["hc_mm"]
         except DataError: refused += 1; continue
         diffs.append(hc - r["head_circumference_mm"])
     if not diffs: raise DataError("the model found no plausible skull in any of these images: no offset can be learnt")
     d = {"hc_offset_mm": float(np.mean(diffs)), "sd_mm": float(np.std(diffs)), "n": len(diffs), "refused": refused,
-         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+         "tta": bool(tta), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return write_json(Path(run) / "biometry.json", d, what="biometry file")
+
 
 # %% ../nbs/61_biometry.ipynb #bm000028
 def biometry(image, pixel_size_mm: float, run, device=None, correct: bool = True) -> dict:
-    "Segment the skull in `image` with a segmentation run, then `biometry_from_mask`; minus the run's HC offset if any."
+    """Segment the skull in `image` with a segmentation run (with the mirror averaged in if the offset was learnt so),
+    then `biometry_from_mask`; minus the run's HC offset if any."""
     px = check_pixel_size(pixel_size_mm)
     net, cfg = _skull_segmenter(run, device)
     im = open_image(image)
-    mask = segment_image(net, im, cfg, device)
+    off = hc_offset(run)
+    tta = off is not None and bool(read_json(Path(run) / "biometry.json", what="biometry file").get("tta", False))
+    mask = segment_image(net, im, cfg, device, tta=tta)
     b = biometry_from_mask(mask == 1, px, im.size)
-    off = hc_offset(run) if correct else None
+    off = off if correct else None
     if off is not None and b["hc_mm"] - off > 0:
         b = {**_biometry_of_hc(b["hc_mm"] - off, px), "checks": b["checks"], "hc_mm_uncorrected": b["hc_mm"],
              "hc_offset_mm": off}
@@ -202,3 +213,4 @@ def format_biometry(b: dict) -> str:
            f"uncorrected {b['hc_mm_uncorrected']:.1f} mm)\n") if "hc_offset_mm" in b else ""
     return (f"{off}head circumference {b['hc_mm']:.1f} mm\n"
             f"gestational age {b['ga']} ({b['ga_weeks']:.1f} weeks; {b['formula']}){flag}\nnot for clinical use")
+

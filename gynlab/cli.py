@@ -91,7 +91,7 @@ def _cmd_train(a) -> int:
                             batch_size=s["batch_size"], lr=s["lr"], seed=a.seed, device=a.device, subset=a.subset,
                             model=s["model"] or "unet",
                             data_root=a.root, progress=not a.quiet, overwrite=a.overwrite, recipe=a.recipe,
-                            schedule=s["schedule"])
+                            schedule=s["schedule"], augment=s["augment"], weight_decay=s["weight_decay"])
         shown = ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and abs(v) < float("inf"))
         print(f"validation: {shown}")
     else:
@@ -116,7 +116,7 @@ def _cmd_predict(a) -> int:
     if run_task(a.run) == "segment":
         from gynlab.segment import predict_masks
         written, skipped = predict_masks(a.run, a.input, a.out, skip_bad=a.skip_bad, device=a.device,
-                                         recursive=a.recursive)
+                                         recursive=a.recursive, tta=a.tta)
         what = f"wrote {len(written)} masks to {a.out}"
     else:
         from gynlab.tasks import predict_folder
@@ -143,7 +143,7 @@ def _add_train(sub):
     p.add_argument("--task", choices=["classify", "segment"], default=None, help="classify (default) or segment")
     p.add_argument("--dataset", default=None, help="a dataset name (see `gynlab data list`)")
     p.add_argument("--model", default=None, help="classifier (gynlab.models.pretrained.available(); default smallcnn) "
-                   "or unet/attention_unet")
+                   "or unet/attention_unet/lite0_unet (segmentation)")
     p.add_argument("--out", required=True, help="run folder to write (new, empty, or a run with --overwrite/--resume)")
     p.add_argument("--epochs", type=int, default=None, help="default 5")
     p.add_argument("--image-size", type=int, default=None, help="default 64")
@@ -191,7 +191,7 @@ def _add_train(sub):
     q.add_argument("--device", default=None)
     q.add_argument("--batch-size", type=int, default=32)
     q.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average with the left-right mirror (classifiers)")
+                   help="test-time augmentation: average with the left-right mirror")
     q.set_defaults(func=_cmd_predict)
 
 def _add_data(sub):
@@ -273,7 +273,7 @@ def _cmd_calibrate(a) -> int:
     from gynlab.runs import run_task
     if run_task(a.run) == "segment":
         from gynlab.biometry import fit_hc_offset
-        d = read_json(fit_hc_offset(a.run, device=a.device, data_root=a.data_root))
+        d = read_json(fit_hc_offset(a.run, device=a.device, data_root=a.data_root, tta=a.tta))
         print(f"head-circumference offset {d['hc_offset_mm']:+.2f} mm (sd {d['sd_mm']:.2f} mm) "
               f"on {d['n']} training images"
               + (f", {d['refused']} masks refused" if d.get("refused") else "")
@@ -312,6 +312,8 @@ def _add_cad(sub):
     p.add_argument("--refer", type=float, default=0.1, help="share of the most uncertain cases to refer (default 0.1)")
     p.add_argument("--folds", type=int, default=2, help="cross-fitting folds for the honest figures (default 2)")
     p.add_argument("--mc", type=int, default=20, help="Monte-Carlo dropout passes (default 20)")
+    p.add_argument("--tta", action="store_true", help="segmenter: learn the offset on masks that average the image and "
+                   "its left-right mirror (biometry then measures the same way)")
     p.add_argument("--data-root", default=None); p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_calibrate)
     p = sub.add_parser("report", help="self-contained HTML case report for one image (not for clinical use)")

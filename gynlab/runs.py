@@ -14,6 +14,7 @@ from torch import nn
 from .checkpoint import load_checkpoint
 from .core import OutputError, RunError, get_device, read_json, write_json, GynlabError
 
+
 # %% auto #0
 __all__ = ['MAX_IMAGE_SIZE', 'TASKS', 'SEG_MODELS', 'check_config', 'is_run', 'read_config', 'run_task', 'build_model',
            'load_run', 'RunWriter']
@@ -21,7 +22,7 @@ __all__ = ['MAX_IMAGE_SIZE', 'TASKS', 'SEG_MODELS', 'check_config', 'is_run', 'r
 # %% ../nbs/lib/12_runs.ipynb #ru000007
 MAX_IMAGE_SIZE = 1024   # pixels on a side: larger inputs are refused, not trained for hours
 TASKS = ("classify", "segment")
-SEG_MODELS = ("unet", "attention_unet")
+SEG_MODELS = ("unet", "attention_unet", "lite0_unet")
 
 def _bad(where, msg): return RunError(f"{where}: {msg}")
 
@@ -62,6 +63,7 @@ def check_config(cfg, where="config.json") -> dict:
                 raise _bad(where, f"'{k}' must be a small positive integer, got {v!r}")
     return cfg
 
+
 # %% ../nbs/lib/12_runs.ipynb #ru000010
 def is_run(folder) -> bool:
     "Does `folder` hold a complete gynlab run (config.json and model.safetensors)?"
@@ -86,15 +88,18 @@ def run_task(run) -> str:
     "'classify' or 'segment'."
     return read_config(run).get("task", "classify")
 
-def build_model(cfg: dict) -> nn.Module:
-    "The (untrained) network a checked config describes."
+def build_model(cfg: dict, pretrained: bool = False) -> nn.Module:
+    "The network a checked config describes: untrained, or with ImageNet weights where it has them (`pretrained`)."
     if cfg.get("task", "classify") == "segment":
         from gynlab.models.unet import UNet
         from gynlab.models.attention import AttentionUNet
+        if cfg["model"] == "lite0_unet":
+            from gynlab.models.encoder_unet import Lite0UNet
+            return Lite0UNet(cfg["channels"], len(cfg["classes"]), pretrained=pretrained)
         make = UNet if cfg["model"] == "unet" else AttentionUNet
         return make(cfg["channels"], len(cfg["classes"]), base=cfg.get("base", 16), depth=cfg.get("depth", 4))
     from gynlab.models.pretrained import create
-    return create(cfg["model"], len(cfg["classes"]), pretrained=False, in_channels=cfg["channels"])
+    return create(cfg["model"], len(cfg["classes"]), pretrained=pretrained, in_channels=cfg["channels"])
 
 def load_run(run, device=None, task: str | None = None) -> tuple[nn.Module, dict]:
     "(model in eval mode on `device`, checked config) of a run folder; `task` insists on 'classify' or 'segment'."
@@ -107,6 +112,7 @@ def load_run(run, device=None, task: str | None = None) -> tuple[nn.Module, dict
     net = build_model(cfg)
     load_checkpoint(run / "model.safetensors", net)
     return net.to(get_device(device)).eval(), cfg
+
 
 # %% ../nbs/lib/12_runs.ipynb #ru000012
 def _pid_alive(pid: int) -> bool:
@@ -225,3 +231,4 @@ class RunWriter:
     def previous_config(self) -> dict | None:
         "The config of the run being resumed (None for a new run)."
         return read_json(self.dir / "config.json") if self.resume and (self.dir / "config.json").is_file() else None
+

@@ -16,13 +16,13 @@ from .checkpoint import save_weights
 from .core import (DataError, OutputError, UsageError, atomic_path, check_number, get_device, list_images,
                          seed_everything, versions, write_json)
 from .runs import MAX_IMAGE_SIZE, SEG_MODELS, RunWriter, build_model, load_run
-from .tasks import read_images, validation_split
+from .tasks import AUGMENTS, augmentation, read_images, validation_split
 from .train import fit
 
 
 # %% auto #0
-__all__ = ['MASK_CLASSES', 'DEFAULT_TARGET', 'segmentation_data', 'predict_split', 'evaluate_segmenter', 'train_segmenter',
-           'letterbox', 'segment_image', 'predict_masks']
+__all__ = ['MASK_CLASSES', 'DEFAULT_TARGET', 'segmentation_data', 'seg_logits', 'predict_split', 'evaluate_segmenter',
+           'train_segmenter', 'letterbox', 'segment_image', 'predict_masks']
 
 # %% ../nbs/lib/12_segment.ipynb #sg000007
 MASK_CLASSES = {
@@ -74,8 +74,15 @@ def segmentation_data(dataset: str, *, image_size: int = 64, target: str | None 
 
 # %% ../nbs/lib/12_segment.ipynb #sg000009
 @torch.no_grad()
-def predict_split(net: nn.Module, split, info: dict, *, mean=None, std=None, device=None, batch_size: int = 32):
-    "(images (N,C,H,W) in [0,1], predicted masks (N,H,W), true masks (N,H,W)) of a segmentation split."
+def seg_logits(net: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    "The network's logits for a batch `x`; with `tta`, the mean of the logits of `x` and of its left-right mirror."
+    out = net(x).float()
+    return (out + net(x.flip(-1)).float().flip(-1)) / 2 if tta else out
+
+def predict_split(net: nn.Module, split, info: dict, *, mean=None, std=None, device=None, batch_size: int = 32,
+                  tta: bool = False):
+    """(images (N,C,H,W) in [0,1], predicted masks (N,H,W), true masks (N,H,W)) of a segmentation split
+    (`tta`: see `seg_logits`)."""
     from gynlab.transforms import denormalize, to_torch
     ds = to_torch(split, info["image_size"], info["channels"], info["target"], mean=mean, std=std)
     dev = get_device(device); net = net.to(dev).eval()
@@ -83,7 +90,7 @@ def predict_split(net: nn.Module, split, info: dict, *, mean=None, std=None, dev
     for i in range(0, len(ds), batch_size):
         x, y = zip(*(ds[j] for j in range(i, min(i + batch_size, len(ds)))))
         x = torch.stack(x)
-        ps.append(net(x.to(dev)).argmax(1).cpu()); xs.append(denormalize(x, mean, std).clamp(0, 1))
+        ps.append(seg_logits(net, x.to(dev), tta).argmax(1).cpu()); xs.append(denormalize(x, mean, std).clamp(0, 1))
         ys.append(torch.stack(y))
     return torch.cat(xs), torch.cat(ps), torch.cat(ys)
 
@@ -101,9 +108,9 @@ def _case_row(i, pred, truth, split, cols, n_classes):
     return r
 
 def evaluate_segmenter(net: nn.Module, split, info: dict, *, mean=None, std=None,
-                       device=None) -> tuple[dict, list[dict]]:
+                       device=None, tta: bool = False) -> tuple[dict, list[dict]]:
     "(summary, per-case rows): Dice, IoU, HD95 (px, and mm when the split has pixel_size_mm), HC error for HC18."
-    _, pred, truth = predict_split(net, split, info, mean=mean, std=std, device=device)
+    _, pred, truth = predict_split(net, split, info, mean=mean, std=std, device=device, tta=tta)
     rows = [_case_row(i, pred[i], truth[i], split, split.column_names, info["n_classes"]) for i in range(len(pred))]
     hd = np.array([r["hd95_px"] for r in rows])
     summ = {"n": len(rows), "dice": float(np.mean([r["dice"] for r in rows])),
@@ -123,9 +130,10 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
                     lr: float = 1e-3, seed: int = 0, device=None, subset: int | None = None, target: str | None = None,
                     model: str = "unet", base: int = 16, depth: int = 4, data_root=None, progress: bool = True,
                     overwrite: bool = False, return_model: bool = False, recipe: str | None = None,
-                    schedule: str | None = None):
-    """Train a U-Net (or attention U-Net) with Dice + cross-entropy on `dataset` and score its validation split;
-    with `out`, write a run folder (task 'segment'). Returns the metrics (and the model and rows with
+                    schedule: str | None = None, augment: str | None = None, weight_decay: float | None = None):
+    """Train a U-Net (attention U-Net, or U-Net on a pretrained Lite0 encoder) with Dice + cross-entropy on `dataset`,
+    with `augment` ('ultrasound', 'cytology': the mask follows every geometric change), and score its validation
+    split; with `out`, write a run folder (task 'segment'). Returns the metrics (and the model and rows with
     `return_model`)."""
     from gynlab.metrics import segmentation_metrics
     from gynlab.models.unet import DiceCELoss
@@ -137,24 +145,31 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
     check_number("--lr", lr, lo=0, hi=10, lo_open=True)
     check_number("--subset", subset, lo=1, integer=True, none_ok=True); get_device(device)
     if schedule not in (None, "onecycle"): raise UsageError(f"--schedule: use onecycle (or nothing), got {schedule!r}")
+    if augment not in (None, *AUGMENTS): raise UsageError(f"--augment: use {' or '.join(AUGMENTS)}, got {augment!r}")
+    check_number("--weight-decay", weight_decay, lo=0, hi=10, none_ok=True)
+    if model == "lite0_unet": depth = 5                                 # the encoder halves the size 5 times
     if image_size % 2 ** depth:
         raise UsageError(f"--image-size must be a multiple of {2 ** depth} for a U-Net of depth {depth}")
     writer = RunWriter(out, overwrite=overwrite).check() if out is not None else None
     t0, w0 = time.process_time(), time.perf_counter()
     train, valid, info = segmentation_data(dataset, image_size=image_size, target=target, subset=subset, seed=seed,
                                            data_root=data_root)
-    mean, std = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if info["channels"] == 3 else ([0.5], [0.5])
-    tr, va = (to_torch(s, image_size, info["channels"], info["target"], mean=mean, std=std, cache=True)
-              for s in (train, valid))
+    c = info["channels"]
+    if model == "lite0_unet": mean, std = [0.5] * c, [0.5] * c                 # what Lite0's ImageNet weights expect
+    else: mean, std = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if c == 3 else ([0.5], [0.5])
+    tr = to_torch(train, image_size, c, info["target"], augment=augmentation(augment, c, seed), mean=mean, std=std,
+                  cache=True)
+    va = to_torch(valid, image_size, c, info["target"], mean=mean, std=std, cache=True)
     cfg = {"task": "segment", "model": model, "base": base, "depth": depth, **info, "mean": mean, "std": std,
            "letterbox": True, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "subset": subset,
-           "recipe": recipe, "schedule": schedule,
+           "recipe": recipe, "schedule": schedule, "augment": augment, "weight_decay": weight_decay,
            "versions": versions()}
     seed_everything(seed)
-    net = build_model(cfg)
+    net = build_model(cfg, pretrained=True)
     names = info["classes"]
     def run(ckpt=None):
         h = fit(net, tr, va, epochs=epochs, lr=lr, batch_size=batch_size, loss=DiceCELoss(), checkpoint_dir=ckpt,
+                weight_decay=weight_decay,
                 metrics=lambda o, t: segmentation_metrics(o, t, names), monitor="dice", seed=seed, device=device,
                 schedule=schedule, progress=progress)
         summary, rows = evaluate_segmenter(net, valid, info, mean=mean, std=std, device=device)
@@ -180,8 +195,9 @@ def letterbox(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]
     return F.pad(x, (0, size - w, 0, size - h)), (h, w)
 
 @torch.no_grad()
-def segment_image(net: nn.Module, im, cfg: dict, device=None) -> np.ndarray:
-    "Integer class mask (H, W) of one image (PIL of any mode, array, path), the same size as the image."
+def segment_image(net: nn.Module, im, cfg: dict, device=None, tta: bool = False) -> np.ndarray:
+    """Integer class mask (H, W) of one image (PIL of any mode, array, path), the same size as the image (`tta`: see
+    `seg_logits`)."""
     from gynlab.transforms import normalize, to_unit
     x = to_unit(im, None, cfg["channels"])                              # (C, H, W) in [0, 1], any input mode
     H, W = x.shape[-2:]
@@ -191,7 +207,7 @@ def segment_image(net: nn.Module, im, cfg: dict, device=None) -> np.ndarray:
         h, w = (cfg["image_size"],) * 2
     x = normalize(x, cfg["mean"], cfg["std"])[None]
     dev = next(net.parameters(), torch.zeros(0)).device if device is None else get_device(device)
-    logits = net(x.to(dev)).float()[..., :h, :w]                       # drop the padding
+    logits = seg_logits(net, x.to(dev), tta)[..., :h, :w]             # drop the padding
     logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
     return logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
 
@@ -203,7 +219,7 @@ def _mask_names(files, folder: Path) -> list[Path]:
             for r, s in zip(rel, stems)]
 
 def predict_masks(run, folder, out_dir, *, skip_bad: bool = False, device=None,
-                  recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
+                  recursive: bool = False, tta: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
     "Write one PNG mask per image of `folder` into `out_dir` (same size as the image); (written paths, skipped files)."
     from PIL import Image
     folder, out_dir = Path(folder), Path(out_dir)
@@ -217,7 +233,7 @@ def predict_masks(run, folder, out_dir, *, skip_bad: bool = False, device=None,
     if not ok: raise DataError(f"none of the images in {folder} could be read")
     written = []
     for (f, im), name in zip(ok, _mask_names([f for f, _ in ok], folder)):
-        msk = segment_image(net, im, cfg)
+        msk = segment_image(net, im, cfg, tta=tta)
         if len(cfg["classes"]) == 2: msk = msk * 255
         with atomic_path(out_dir / name, inputs=[folder], what="mask") as tmp:
             Image.fromarray(msk, mode="L").save(tmp, format="PNG")

@@ -20,8 +20,8 @@ from .train import balanced_class_weights, classification_metrics, evaluate, fit
 
 # %% auto #0
 __all__ = ['VALIDATION_SPLITS', 'AUGMENTS', 'RECIPES', 'validation_split', 'run_splits', 'mean_std', 'check_train_args',
-           'FreezeBody', 'train_classifier', 'recipe', 'with_recipe', 'display_name', 'rows_to_csv', 'read_images',
-           'predict_images', 'predict_folder']
+           'augmentation', 'FreezeBody', 'train_classifier', 'recipe', 'with_recipe', 'display_name', 'rows_to_csv',
+           'read_images', 'predict_images', 'predict_folder']
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000007
 VALIDATION_SPLITS = ("validation", "valid", "val", "test")
@@ -88,7 +88,8 @@ def check_train_args(model, epochs, image_size, channels, batch_size, lr, subset
 
 AUGMENTS = ("ultrasound", "cytology")
 
-def _augment(name, channels: int, seed: int):
+def augmentation(name: str | None, channels: int, seed: int = 0):
+    "The training augmentation called `name` (one of `AUGMENTS`, or None for none) for images with `channels`."
     from gynlab.transforms import cytology_augment, ultrasound_augment
     if name is None: return None
     return ultrasound_augment(seed) if name == "ultrasound" else cytology_augment(seed, rgb=channels == 3)
@@ -133,7 +134,8 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
         raise UsageError(f"{dataset} has no class-label column {target!r} (columns: {train.column_names})")
     classes = list(train.features[target].names)
     mean, std = mean_std(model, channels)
-    tr = to_torch(train, image_size, channels, target, mean=mean, std=std, augment=_augment(augment, channels, seed))
+    tr = to_torch(train, image_size, channels, target, mean=mean, std=std,
+                  augment=augmentation(augment, channels, seed))
     va = to_torch(valid, image_size, channels, target, mean=mean, std=std)
     config = {"task": "classify", "dataset": dataset, "target": target, "model": model, "classes": classes,
               "image_size": image_size, "channels": channels, "mean": mean, "std": std, "seed": seed, "epochs": epochs,
@@ -187,8 +189,8 @@ RECIPES = {
                            batch_size=32, lr=2e-3, schedule="onecycle", lr_ratio=10.0, freeze_epochs=1,
                            augment="ultrasound", class_weights="balanced", label_smoothing=0.1, weight_decay=0.01,
                            channels_last=True, budget_cpu_min=15),
-    "mmotu-lesions": dict(task="segment", dataset="mmotu", model="unet", image_size=128, epochs=9, batch_size=16,
-                          lr=2e-3, schedule="onecycle", budget_cpu_min=15),
+    "mmotu-lesions": dict(task="segment", dataset="mmotu", model="lite0_unet", image_size=128, epochs=8,
+                          batch_size=16, lr=2e-3, schedule="onecycle", augment="ultrasound", budget_cpu_min=15),
     "hc18": dict(task="segment", dataset="hc18", model="unet", image_size=128, epochs=12, batch_size=16, lr=2e-3,
                  budget_cpu_min=15),
 }

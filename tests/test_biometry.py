@@ -151,7 +151,9 @@ def test_hc_offset_learnt_and_subtracted(tmp_path, monkeypatch):
     split = datasets.Dataset.from_dict({
         "image": [Image.fromarray(_ellipse_mask(a=a, b=b).astype(np.uint8) * 255) for a, b in axes],
         "pixel_size_mm": [px] * 3, "head_circumference_mm": [_ramanujan(a * px, b * px) for a, b in axes]})
-    def fake_segment(net, im, cfg, device=None):       # the true ellipse grown by 3 px on each semi-axis
+    calls = []
+    def fake_segment(net, im, cfg, device=None, tta=False):   # the true ellipse grown by 3 px on each semi-axis
+        calls.append(tta)
         m = np.asarray(im.convert("L")) > 0; ys, xs = np.nonzero(m)
         a, b = (xs.max() - xs.min() + 1) / 2, (ys.max() - ys.min() + 1) / 2
         return _ellipse_mask(*m.shape, a + 3, b + 3).astype(np.uint8)
@@ -178,6 +180,11 @@ def test_hc_offset_learnt_and_subtracted(tmp_path, monkeypatch):
     m = biometry.measure(img, px, run=run)
     assert "mask" not in m and "subtracted" in biometry.format_biometry(m)
     json.dumps(m)
+    assert d["tta"] is False and not any(calls)
+    biometry.fit_hc_offset(run, split, tta=True)       # learnt with the mirror averaged in: biometry measures so too
+    assert json.loads(f.read_text())["tta"] is True and all(calls[-3:])
+    calls.clear(); biometry.biometry(img, px, run)
+    assert calls == [True]
     with pytest.raises(DataError, match="no reference head circumference"):
         biometry.fit_hc_offset(run, split.remove_columns("head_circumference_mm"))
     with pytest.raises(UsageError, match="limit"): biometry.fit_hc_offset(run, split, limit=0)

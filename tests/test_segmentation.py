@@ -192,6 +192,37 @@ def test_train_segmenter_run_folder_roundtrip(tmp_path):
     with pytest.raises(RunError, match="model.safetensors"): load_run(run, task="segment")
 
 
+def test_tta_logits_follow_the_mirror():
+    "Test-time augmentation averages the mirror back into place: mirroring the input mirrors the output."
+    torch.manual_seed(0)
+    net = UNet(1, 3, base=4, depth=2).eval()
+    x = torch.randn(2, 1, 16, 24)
+    with torch.no_grad():
+        plain, tta = S.seg_logits(net, x), S.seg_logits(net, x, tta=True)
+        assert not torch.allclose(S.seg_logits(net, x.flip(-1)), plain.flip(-1), atol=1e-4)   # the net alone is not
+        torch.testing.assert_close(S.seg_logits(net, x.flip(-1), tta=True), tta.flip(-1))
+        torch.testing.assert_close(tta, (plain + net(x.flip(-1)).flip(-1)) / 2)
+
+
+def test_pretrained_encoder_unet_run(tmp_path):
+    "A U-Net on the Lite0 encoder trains with augmentation into a run folder and loads back to the same network."
+    from gynlab.models.encoder_unet import Lite0UNet
+    run = tmp_path / "run"
+    m = train_segmenter("phantom-uterus-mri", epochs=1, image_size=32, subset=8, batch_size=4, model="lite0_unet",
+                        augment="ultrasound", weight_decay=0.01, out=run, progress=False)
+    assert 0 <= m["dice"] <= 1
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["model"], cfg["augment"], cfg["weight_decay"], cfg["mean"]) == ("lite0_unet", "ultrasound", 0.01, [0.5])
+    net, cfg2 = load_run(run, task="segment")
+    assert isinstance(net, Lite0UNet)
+    im = Image.fromarray((np.random.default_rng(1).random((40, 52)) * 255).astype(np.uint8))
+    for tta in (False, True): assert segment_image(net, im, cfg2, tta=tta).shape == (40, 52)
+    with pytest.raises(UsageError, match="--augment"):
+        train_segmenter("phantom-uterus-mri", model="lite0_unet", augment="speckle")
+    with pytest.raises(UsageError, match="multiple of 32"):
+        train_segmenter("phantom-uterus-mri", model="lite0_unet", image_size=48)
+
+
 def test_train_segmenter_bad_arguments():
     with pytest.raises(UsageError, match="segmentation"): train_segmenter("phantom-cine", epochs=1)
     with pytest.raises(UsageError, match="unknown segmentation model"):
