@@ -191,8 +191,8 @@ RECIPES = {
                            channels_last=True, budget_cpu_min=15),
     "mmotu-lesions": dict(task="segment", dataset="mmotu", model="lite0_unet", image_size=128, epochs=8,
                           batch_size=16, lr=2e-3, schedule="onecycle", augment="ultrasound", budget_cpu_min=15),
-    "hc18": dict(task="segment", dataset="hc18", model="unet", image_size=128, epochs=12, batch_size=16, lr=2e-3,
-                 budget_cpu_min=15),
+    "hc18": dict(task="segment", dataset="hc18", model="lite0_unet", image_size=160, epochs=10, batch_size=16, lr=2e-3,
+                 schedule="onecycle", augment="ultrasound", budget_cpu_min=15),
 }
 
 def recipe(name: str) -> dict:

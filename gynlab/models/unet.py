@@ -10,6 +10,7 @@ from torch import nn
 
 from ..core import UsageError
 
+
 # %% auto #0
 __all__ = ['DoubleConv', 'Down', 'Up', 'UNet', 'SoftDiceLoss', 'DiceCELoss']
 
@@ -22,6 +23,7 @@ class DoubleConv(nn.Sequential):
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
 
 # %% ../../nbs/30_segmentation.ipynb #29086b90
 class Down(nn.Sequential):
@@ -39,6 +41,7 @@ class Up(nn.Module):
     def forward(self, x, skip):
         x = self.up(x)                                       # (B, C/2, 2H, 2W)
         return self.conv(torch.cat([skip, x], dim=1))        # (B, C/2 + C_skip, 2H, 2W) → (B, out, 2H, 2W)
+
 
 # %% ../../nbs/30_segmentation.ipynb #6cff73f9
 class UNet(nn.Module):
@@ -66,6 +69,7 @@ class UNet(nn.Module):
         x = skips.pop()                                                # the bottleneck
         for up in self.ups: x = up(x, skips.pop())
         return self.head(x)[..., :H, :W]                               # (B, n_classes, H, W)
+
 
 # %% ../../nbs/30_segmentation.ipynb #b3ec4bab
 class SoftDiceLoss(nn.Module):
@@ -96,3 +100,4 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits, target):
         return self.ce_weight * self.ce(logits, target.long()) + self.dice_weight * self.dice(logits, target)
+
