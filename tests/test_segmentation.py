@@ -217,6 +217,13 @@ def test_pretrained_encoder_unet_run(tmp_path):
     assert isinstance(net, Lite0UNet)
     im = Image.fromarray((np.random.default_rng(1).random((40, 52)) * 255).astype(np.uint8))
     for tta in (False, True): assert segment_image(net, im, cfg2, tta=tta).shape == (40, 52)
+    from test_cli_bad_input import gynlab           # the command line, in-process
+    (tmp_path / "in").mkdir(); im.save(tmp_path / "in" / "a.png")
+    code, out, err = gynlab("predict", "--run", run, "--input", tmp_path / "in", "--out", tmp_path / "masks", "--tta")
+    assert code == 0, err
+    with Image.open(tmp_path / "masks" / "a.png") as mk:
+        assert mk.size == (52, 40)
+        np.testing.assert_array_equal(np.asarray(mk), segment_image(net, im, cfg2, tta=True))   # 4 classes: indices
     with pytest.raises(UsageError, match="--augment"):
         train_segmenter("phantom-uterus-mri", model="lite0_unet", augment="speckle")
     with pytest.raises(UsageError, match="multiple of 32"):
