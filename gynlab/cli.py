@@ -279,6 +279,7 @@ def _cmd_calibrate(a) -> int:
               + (f", {d['refused']} masks refused" if d.get("refused") else "")
               + f"\nwrote {Path(a.run) / 'biometry.json'}")
         return 0
+    if a.tta: raise UsageError("--tta applies to segmentation runs (the head-circumference offset), not classifiers")
     from gynlab.cad import calibrate_run, format_summary
     path = calibrate_run(a.run, grouping=a.grouping, sensitivity=a.sensitivity, specificity=a.specificity,
                          refer=a.refer, folds=a.folds, mc=a.mc, device=a.device, data_root=a.data_root)

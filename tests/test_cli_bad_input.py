@@ -154,6 +154,7 @@ CASES = {  # name: (argv with {w} for the world folder, words the message must c
     "calibrate sensitivity 1.5": (["calibrate", "--run", "{w}/run", "--sensitivity", 1.5], "sensitivity"),
     "calibrate refer 1": (["calibrate", "--run", "{w}/run", "--refer", 1], "refer"),
     "calibrate one fold": (["calibrate", "--run", "{w}/run", "--folds", 1], "folds"),
+    "calibrate tta on a classifier": (["calibrate", "--run", "{w}/run", "--tta"], "segmentation runs"),
     "calibrate mc -5": (["calibrate", "--run", "{w}/run", "--mc", -5], "mc"),
     "calibrate an unknown grouping": (["calibrate", "--run", "{w}/run", "--grouping", "nope"],
                                       "unknown grouping 'nope'"),
