@@ -1,6 +1,7 @@
 """Real-data baselines: train each recipe of `gynlab.tasks.RECIPES` and print our figures beside the published ones.
 
     python bench/baselines.py [--recipes mmotu-classify,mmotu-lesions,hc18] [--seeds 0 1] [--reuse] [--quick]
+    python bench/baselines.py --recipes mmotu-classify --cv 3 [--set image_size=224 --set epochs=7 ...]
 
 For each recipe and seed: `gynlab train --recipe NAME` (the same function, in-process), timed in CPU minutes
 (process time: both cores count), then scored on the validation split of the run: accuracy, balanced accuracy and
@@ -11,6 +12,12 @@ offset learnt on the training images (`gynlab calibrate --run RUN`). Runs go to 
 as recorded when they were trained). The table and the learning curves are written to
 bench/results/baselines.json, which the Results page of the site shows. `--quick` trains on a small subset for one
 epoch (a smoke test of this script, not a result).
+
+`--cv K` cross-validates instead (classification recipes): K runs per seed, each trained on the training split less one
+fold and scored on that fold (`gynlab train --fold I/K`; near-duplicate clusters stay whole, classes spread over the
+folds, the same folds for every seed and setting), reported as the mean and spread over the folds; the validation split
+is not used. `--set KEY=VALUE` (JSON values) changes a recipe setting, so that two settings can be compared on the same
+folds. Results go to the "cv" list of the same file.
 
 Published figures (GPU, full resolution, their own splits) are quoted from ../shared/DESIGN.md.
 """
@@ -24,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs"                    # git-ignored; --runs changes it
 sys.path.insert(0, str(ROOT))
 
 PUBLISHED = {
@@ -36,13 +44,27 @@ TARGETS = {"mmotu-classify": {"accuracy": 0.80, "balanced_accuracy": 0.65, "auc"
            "mmotu-lesions": {"dice": 0.78}, "hc18": {"hc_mae_mm_corrected": 2.5, "dice": 0.97}}
 
 
-def train(name: str, seed: int, quick: bool, reuse: bool) -> tuple[Path, float]:
-    "Train recipe `name` into runs/bench-<name>-s<seed>; (run folder, CPU minutes; as recorded when reused)."
+def variant_name(overrides: dict) -> str:
+    "'' for the recipe as it is, else its changed settings as 'key=value,...'."
+    return ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(overrides.items()))
+
+
+def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None = None,
+          fold: tuple[int, int] | None = None) -> tuple[Path, float]:
+    """Train recipe `name` (with `overrides`; on the training split less `fold` I/K) into
+    runs/bench-<name>[-<variant>]-s<seed>[-cv<I>of<K>]; (run folder, CPU minutes; as recorded when reused)."""
+    import re
     from gynlab.tasks import recipe, train_classifier
     from gynlab.segment import train_segmenter
-    run = ROOT / "runs" / f"bench-{name}-s{seed}{'-quick' if quick else ''}"
+    overrides = overrides or {}
+    tag = re.sub(r"[^A-Za-z0-9._=,-]+", "", variant_name(overrides)).replace(",", "-").replace("=", "")
+    run = RUNS / (f"bench-{name}{'-' + tag if tag else ''}-s{seed}{f'-cv{fold[0]}of{fold[1]}' if fold else ''}"
+                           f"{'-quick' if quick else ''}")
     if reuse and (run / "model.safetensors").is_file(): return run, _recorded_cpu_min(run)
     r = recipe(name)
+    unknown = set(overrides) - set(r)
+    if unknown: raise SystemExit(f"--set: {', '.join(sorted(unknown))} is not a setting of {name} ({', '.join(r)})")
+    r.update(overrides)
     task, dataset = r.pop("task"), r.pop("dataset")
     r.pop("budget_cpu_min", None)
     if quick: r.update(epochs=1, image_size=min(r["image_size"], 64), freeze_epochs=0) if task == "classify" else \
@@ -50,14 +72,21 @@ def train(name: str, seed: int, quick: bool, reuse: bool) -> tuple[Path, float]:
     t0 = time.process_time()
     if task == "classify":
         train_classifier(dataset, r.pop("model"), run, **r, seed=seed, recipe=name, overwrite=True, progress=False,
-                         subset=64 if quick else None)
+                         subset=64 if quick else None, fold=fold)
     else:
+        if fold: raise SystemExit(f"--cv is for classification recipes; {name} segments")
         train_segmenter(dataset, out=run, seed=seed, overwrite=True, progress=False, subset=32 if quick else None,
                         recipe=name, **{k: r[k] for k in ("epochs", "image_size", "batch_size", "lr", "model",
-                                                          "schedule", "augment", "weight_decay") if k in r})
+                                                          "schedule", "augment", "weight_decay", "channels_last", "amp")
+                                                          if k in r})
     cpu_min = (time.process_time() - t0) / 60
     (run / "bench.json").write_text(json.dumps({"cpu_min": cpu_min}))
     return run, cpu_min
+
+
+def _shown(run: Path) -> str:
+    "A run folder as a command shows it: relative to the repository where it is inside it."
+    return str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run)
 
 
 def _recorded_cpu_min(run: Path) -> float:
@@ -105,7 +134,8 @@ def _tta_scores(run: Path, cfg: dict) -> dict:
     from gynlab.train import classification_metrics, predict
     from gynlab.transforms import to_torch
     net, cfg = load_run(run)
-    _, valid, _ = run_splits(cfg["dataset"], image_size=cfg["image_size"], seed=cfg["seed"], subset=cfg.get("subset"))
+    _, valid, _ = run_splits(cfg["dataset"], image_size=cfg["image_size"], seed=cfg["seed"], subset=cfg.get("subset"),
+                             fold=cfg.get("fold"), target=cfg["target"])
     ds = to_torch(valid, cfg["image_size"], cfg["channels"], cfg["target"], mean=cfg["mean"], std=cfg["std"])
     x = torch.stack([ds[i][0] for i in range(len(ds))]); y = torch.tensor(valid[cfg["target"]])
     p = (predict(net, x) + predict(net, x.flip(-1))) / 2
@@ -136,8 +166,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--reuse", action="store_true", help="score existing runs again instead of training")
     ap.add_argument("--quick", action="store_true", help="1 epoch on a subset: a smoke test of this script")
+    ap.add_argument("--cv", type=int, default=None, metavar="K", help="K-fold cross-validation on the training split")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a recipe setting")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "baselines.json"))
+    ap.add_argument("--runs", default=None, help="folder for the run folders (default runs/)")
     a = ap.parse_args(argv)
+    global RUNS
+    RUNS = Path(a.runs) if a.runs else ROOT / "runs"
+    try: overrides = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in a.set)}
+    except ValueError: raise SystemExit(f"--set: give KEY=VALUE with a JSON value (e.g. image_size=224), got {a.set}")
+    if a.cv is not None: return cross_validate(a, overrides)
+    if overrides: raise SystemExit("--set is for comparing settings under --cv; change the recipe itself otherwise")
     rows = []
     for name in a.recipes.split(","):
         for seed in a.seeds:
@@ -147,7 +186,7 @@ def main(argv=None) -> int:
             rows.append({"recipe": name, "seed": seed, "cpu_min": cpu_min,
                          "budget_cpu_min": RECIPES[name]["budget_cpu_min"], "scores": s,
                          "targets": TARGETS.get(name, {}), "published": PUBLISHED.get(name, ""),
-                         "command": f"gynlab train --recipe {name} --seed {seed} --out {run.relative_to(ROOT)}",
+                         "command": f"gynlab train --recipe {name} --seed {seed} --out {_shown(run)}",
                          "history": hist, "quick": a.quick})
             shown = ", ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float))
             print(f"{name} seed {seed}: {shown}; {cpu_min:.1f} CPU-min (budget {RECIPES[name]['budget_cpu_min']})")
@@ -155,10 +194,40 @@ def main(argv=None) -> int:
     if not a.quick:
         from gynlab.core import write_json
         out = Path(a.out)                       # rows of other recipes and seeds measured before are kept
+        old = json.loads(out.read_text()) if out.is_file() else {"rows": []}
         done = {(r["recipe"], r["seed"]) for r in rows}
-        kept = [r for r in (json.loads(out.read_text())["rows"] if out.is_file() else [])
-                if (r["recipe"], r["seed"]) not in done]
-        write_json(out, {"rows": kept + rows, "created": time.strftime("%Y-%m-%d")})
+        kept = [r for r in old["rows"] if (r["recipe"], r["seed"]) not in done]
+        write_json(out, {**old, "rows": kept + rows, "created": time.strftime("%Y-%m-%d")})   # "cv" is kept too
+        print(f"wrote {a.out}")
+    return 0
+
+
+def cross_validate(a, overrides: dict) -> int:
+    "`--cv K`: every recipe and seed on K folds of the training split; mean and spread over the folds."
+    from gynlab.core import write_json
+    keys = ("accuracy", "balanced_accuracy", "auc", "accuracy_tta", "balanced_accuracy_tta", "auc_tta")
+    variant, rows = variant_name(overrides), []
+    for name in a.recipes.split(","):
+        for seed in a.seeds:
+            for i in range(1, a.cv + 1):
+                run, cpu_min = train(name, seed, a.quick, a.reuse, overrides, (i, a.cv))
+                s = score(name, run)
+                rows.append({"recipe": name, "variant": variant, "seed": seed, "fold": [i, a.cv], "cpu_min": cpu_min,
+                             "scores": s, "n_valid": json.loads((run / "config.json").read_text())["n_valid"],
+                             "command": f"gynlab train --recipe {name} --seed {seed} --fold {i}/{a.cv} "
+                                        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())
+                                        + f" --out {_shown(run)}", "quick": a.quick})
+                print(f"{name} [{variant or 'recipe'}] seed {seed} fold {i}/{a.cv}: "
+                      + ", ".join(f"{k} {s[k]:.3f}" for k in keys) + f"; {cpu_min:.1f} CPU-min", flush=True)
+    for k in keys:
+        v = np.array([r["scores"][k] for r in rows])
+        print(f"  {k}: mean {v.mean():.3f}, sd {v.std(ddof=1) if len(v) > 1 else 0:.3f} over {len(v)} folds")
+    if not a.quick:
+        out = Path(a.out)
+        old = json.loads(out.read_text()) if out.is_file() else {"rows": []}
+        done = {(r["recipe"], r["variant"], r["seed"], tuple(r["fold"])) for r in rows}
+        kept = [r for r in old.get("cv", []) if (r["recipe"], r["variant"], r["seed"], tuple(r["fold"])) not in done]
+        write_json(out, {**old, "cv": kept + rows, "created": time.strftime("%Y-%m-%d")})
         print(f"wrote {a.out}")
     return 0
 

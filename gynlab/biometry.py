@@ -138,14 +138,23 @@ def _skull_segmenter(run, device=None):
                          "(2 classes, trained on hc18)")
     return net, cfg
 
-def hc_offset(run) -> float | None:
-    "The systematic HC offset (mm) learnt for a segmentation run by `fit_hc_offset`, or None."
+def _calibration(run) -> dict | None:
+    "The checked offset and TTA setting `fit_hc_offset` wrote for a run (read once), or None where there is none."
     f = Path(run) / "biometry.json"
     if not f.exists(): return None
-    try: return check_number("hc_offset_mm", read_json(f, what="biometry file").get("hc_offset_mm"), lo=-100, hi=100)
+    try:
+        d = read_json(f, what="biometry file")
+        off = check_number("hc_offset_mm", d.get("hc_offset_mm"), lo=-100, hi=100)
+        if not isinstance(d.get("tta", False), bool): raise DataError(f"tta must be true or false, got {d['tta']!r}")
     except GynlabError as e:
         raise RunError(f"{f} is corrupt ({e}): delete it or fit the offset again "
                        f"(`gynlab calibrate --run {run}`)") from None
+    return {"hc_offset_mm": off, "tta": d.get("tta", False)}
+
+def hc_offset(run) -> float | None:
+    "The systematic HC offset (mm) learnt for a segmentation run by `fit_hc_offset`, or None."
+    cal = _calibration(run)
+    return None if cal is None else cal["hc_offset_mm"]
 
 def _training_split(cfg: dict, data_root=None):
     "The run's training split at the images' own resolution (HC18-like datasets only)."
@@ -179,17 +188,16 @@ def fit_hc_offset(run, split=None, *, limit: int | None = None, device=None, dat
 
 # %% ../nbs/61_biometry.ipynb #bm000028
 def biometry(image, pixel_size_mm: float, run, device=None, correct: bool = True) -> dict:
-    """Segment the skull in `image` with a segmentation run (with the mirror averaged in if the offset was learnt so),
-    then `biometry_from_mask`; minus the run's HC offset if any."""
+    """Segment the skull in `image` with a segmentation run, then `biometry_from_mask`; with `correct`, minus the run's
+    HC offset if it has one (the mirror averaged in if the offset was learnt so). `correct=False` is the plain model."""
     px = check_pixel_size(pixel_size_mm)
     net, cfg = _skull_segmenter(run, device)
     im = open_image(image)
-    off = hc_offset(run)
-    tta = off is not None and bool(read_json(Path(run) / "biometry.json", what="biometry file").get("tta", False))
-    mask = segment_image(net, im, cfg, device, tta=tta)
+    cal = _calibration(run) if correct else None
+    mask = segment_image(net, im, cfg, device, tta=bool(cal and cal["tta"]))
     b = biometry_from_mask(mask == 1, px, im.size)
-    off = off if correct else None
-    if off is not None and b["hc_mm"] - off > 0:
+    off = cal and cal["hc_offset_mm"]
+    if cal is not None and b["hc_mm"] - off > 0:
         b = {**_biometry_of_hc(b["hc_mm"] - off, px), "checks": b["checks"], "hc_mm_uncorrected": b["hc_mm"],
              "hc_offset_mm": off}
     return {**b, "mask": mask}

@@ -416,7 +416,8 @@ def _calibrate(self: CADPipeline, split=None, *, grouping_name: str | None = Non
     target = check_calibrate_args(sensitivity, specificity, refer_fraction, folds, mc, n_resamples)
     g, c = grouping(self.config["dataset"], grouping_name, self.classes), self.config
     if split is None: split = run_splits(c["dataset"], image_size=c["image_size"], seed=c.get("seed", 0),
-                                         subset=c.get("subset"), data_root=data_root)[1]
+                                         subset=c.get("subset"), data_root=data_root, fold=c.get("fold"),
+                                         target=c.get("target", "label"))[1]
     z, y = self.logits(split); y = y.numpy()
     yb = np.isin(np.array(self.classes)[y], g["positive"]).astype(int)
     if yb.sum() < folds or (1 - yb).sum() < folds:

@@ -16,7 +16,7 @@ from .core import GynlabError, UsageError
 
 
 # %% auto #0
-__all__ = ['TRAIN_DEFAULTS', 'COMMANDS', 'PLUGIN_MODULES', 'data_list', 'data_info', 'build_parser', 'main']
+__all__ = ['TRAIN_DEFAULTS', 'CLASSIFY_ONLY', 'COMMANDS', 'PLUGIN_MODULES', 'data_list', 'data_info', 'build_parser', 'main']
 
 # %% ../nbs/lib/99_cli.ipynb #cl000007
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -80,6 +80,10 @@ TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image
                       lr=1e-3, class_weights=None, augment=None, schedule=None, lr_ratio=None, freeze_epochs=0,
                       weight_decay=None, label_smoothing=0.0, amp=False, channels_last=False)
 
+CLASSIFY_ONLY = {"class_weights": "--class-weights", "lr_ratio": "--lr-ratio", "freeze_epochs": "--freeze-epochs",
+                 "label_smoothing": "--label-smoothing", "channels": "--channels", "patience": "--patience",
+                 "resume": "--resume", "num_workers": "--num-workers", "fold": "--fold"}
+
 def _cmd_train(a) -> int:
     from gynlab.tasks import with_recipe
     s = with_recipe(a.recipe, {k: getattr(a, k) for k in TRAIN_DEFAULTS}, TRAIN_DEFAULTS)
@@ -87,11 +91,15 @@ def _cmd_train(a) -> int:
     if s["dataset"] is None: raise UsageError("give --dataset (or a --recipe that names one)")
     if s.pop("task") == "segment":
         from gynlab.segment import train_segmenter
+        unused = [flag for k, flag in CLASSIFY_ONLY.items() if getattr(a, k) not in (None, False)]
+        if unused: raise UsageError(f"{', '.join(unused)}: only for classification; a segmentation run does not use "
+                                    f"{'them' if len(unused) > 1 else 'it'}")
         m = train_segmenter(s["dataset"], epochs=s["epochs"], image_size=s["image_size"], out=a.out,
                             batch_size=s["batch_size"], lr=s["lr"], seed=a.seed, device=a.device, subset=a.subset,
-                            model=s["model"] or "unet",
+                            model=s["model"] or "unet", target=a.target, pretrained=a.pretrained,
                             data_root=a.root, progress=not a.quiet, overwrite=a.overwrite, recipe=a.recipe,
-                            schedule=s["schedule"], augment=s["augment"], weight_decay=s["weight_decay"])
+                            schedule=s["schedule"], augment=s["augment"], weight_decay=s["weight_decay"],
+                            amp=s["amp"], channels_last=s["channels_last"])
         shown = ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and abs(v) < float("inf"))
         print(f"validation: {shown}")
     else:
@@ -99,9 +107,9 @@ def _cmd_train(a) -> int:
         from gynlab.tasks import train_classifier
         s["model"] = s["model"] or "smallcnn"
         h = train_classifier(s.pop("dataset"), s.pop("model"), a.out, **s, seed=a.seed, device=a.device,
-                             subset=a.subset, pretrained=a.pretrained, early_stopping=a.patience, target=a.target,
-                             recipe=a.recipe,
-                             resume=a.resume, overwrite=a.overwrite, num_workers=a.num_workers, data_root=a.root,
+                             subset=a.subset, pretrained=a.pretrained, early_stopping=a.patience,
+                             target=a.target or "label", recipe=a.recipe, fold=a.fold,
+                             resume=a.resume, overwrite=a.overwrite, num_workers=a.num_workers or 0, data_root=a.root,
                              progress=not a.quiet)
         b = h.best
         shown = ", ".join(f"{k}={b[k]:.3f}" for k in ("valid_loss", "accuracy", "balanced_accuracy", "auc")
@@ -163,17 +171,20 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--subset", type=int, default=None, help="use at most N images per split (quick runs)")
+    p.add_argument("--fold", default=None, metavar="I/K", help="cross-validation (classification): train on the "
+                   "training split less fold I of K, validate on fold I; the validation split stays unseen")
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                    help="start from ImageNet weights where the model has them")
     p.add_argument("--class-weights", choices=["balanced"], default=None,
                    help="weight the loss against class imbalance")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping patience (epochs); restores the best weights")
-    p.add_argument("--target", default="label", help="the label column to learn (classification)")
+    p.add_argument("--target", default=None,
+                   help="the column to learn: labels (classification, default label) or masks (segmentation)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted or finished training of OUT from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=None, help="data-loading processes (default 0)")
     p.add_argument("--root", default=None,
                    help="folder holding dataset folders (else $GYNLAB_DATA, ../shared/data, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

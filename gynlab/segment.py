@@ -130,11 +130,13 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
                     lr: float = 1e-3, seed: int = 0, device=None, subset: int | None = None, target: str | None = None,
                     model: str = "unet", base: int = 16, depth: int = 4, data_root=None, progress: bool = True,
                     overwrite: bool = False, return_model: bool = False, recipe: str | None = None,
-                    schedule: str | None = None, augment: str | None = None, weight_decay: float | None = None):
+                    schedule: str | None = None, augment: str | None = None, weight_decay: float | None = None,
+                    amp: bool = False, channels_last: bool = False, pretrained: bool = True):
     """Train a U-Net (attention U-Net, or U-Net on a pretrained Lite0 encoder) with Dice + cross-entropy on `dataset`,
     with `augment` ('ultrasound', 'cytology': the mask follows every geometric change), and score its validation
-    split; with `out`, write a run folder (task 'segment'). Returns the metrics (and the model and rows with
-    `return_model`)."""
+    split; with `out`, write a run folder (task 'segment'). `amp` (bfloat16 autocast) and `channels_last` (memory
+    layout) only change speed, as for `fit`; `pretrained=False` starts lite0_unet's encoder from random weights.
+    Returns the metrics (and the model and rows with `return_model`)."""
     from gynlab.metrics import segmentation_metrics
     from gynlab.models.unet import DiceCELoss
     from gynlab.transforms import to_torch
@@ -163,13 +165,14 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
     cfg = {"task": "segment", "model": model, "base": base, "depth": depth, **info, "mean": mean, "std": std,
            "letterbox": True, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "subset": subset,
            "recipe": recipe, "schedule": schedule, "augment": augment, "weight_decay": weight_decay,
+           "amp": bool(amp), "channels_last": bool(channels_last), "pretrained": bool(pretrained),
            "versions": versions()}
     seed_everything(seed)
-    net = build_model(cfg, pretrained=True)
+    net = build_model(cfg, pretrained=pretrained)
     names = info["classes"]
     def run(ckpt=None):
         h = fit(net, tr, va, epochs=epochs, lr=lr, batch_size=batch_size, loss=DiceCELoss(), checkpoint_dir=ckpt,
-                weight_decay=weight_decay,
+                weight_decay=weight_decay, amp=amp, channels_last=channels_last,
                 metrics=lambda o, t: segmentation_metrics(o, t, names), monitor="dice", seed=seed, device=device,
                 schedule=schedule, progress=progress)
         summary, rows = evaluate_segmenter(net, valid, info, mean=mean, std=std, device=device)

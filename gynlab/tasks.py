@@ -19,9 +19,9 @@ from .train import balanced_class_weights, classification_metrics, evaluate, fit
 
 
 # %% auto #0
-__all__ = ['VALIDATION_SPLITS', 'AUGMENTS', 'RECIPES', 'validation_split', 'run_splits', 'mean_std', 'check_train_args',
-           'augmentation', 'FreezeBody', 'train_classifier', 'recipe', 'with_recipe', 'display_name', 'rows_to_csv',
-           'read_images', 'predict_images', 'predict_folder']
+__all__ = ['VALIDATION_SPLITS', 'AUGMENTS', 'RECIPES', 'validation_split', 'parse_fold', 'cv_fold', 'run_splits', 'mean_std',
+           'check_train_args', 'augmentation', 'FreezeBody', 'train_classifier', 'recipe', 'with_recipe',
+           'display_name', 'rows_to_csv', 'read_images', 'predict_images', 'predict_folder']
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000007
 VALIDATION_SPLITS = ("validation", "valid", "val", "test")
@@ -32,9 +32,36 @@ def validation_split(dd) -> str:
     if "train" not in dd or name is None: raise DataError(f"need a train and a validation split, got {list(dd)}")
     return name
 
+def parse_fold(fold) -> tuple[int, int] | None:
+    "Fold I of K as (I, K), from 'I/K' or a pair (1 <= I <= K, 2 <= K <= 20); None stays None."
+    if fold is None: return None
+    try: i, k = (int(v) for v in (fold.split("/") if isinstance(fold, str) else fold))
+    except (ValueError, TypeError, AttributeError):
+        raise UsageError(f"--fold: give I/K (fold I of K, e.g. 1/5), got {fold!r}") from None
+    if not (2 <= k <= 20 and 1 <= i <= k): raise UsageError(f"--fold {i}/{k}: need 2 <= K <= 20 and 1 <= I <= K")
+    return i, k
+
+def cv_fold(train, fold, target: str = "label"):
+    """(the other folds, fold I) of a training split cut in K folds: each class spread evenly over the folds, a group
+    (near-duplicate cluster, patient) never split; the same folds for every seed, so recipes meet the same folds."""
+    import warnings
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+    i, k = parse_fold(fold)
+    groups = train["group"] if "group" in train.column_names else list(range(len(train)))
+    if len(set(groups)) < k: raise DataError(f"--fold {i}/{k}: the training split has only {len(set(groups))} groups")
+    y = train[target] if target in train.column_names else [0] * len(train)
+    with warnings.catch_warnings():                     # a class rarer than K cannot be in every fold: that is fine
+        warnings.simplefilter("ignore", UserWarning)
+        folds = StratifiedGroupKFold(k, shuffle=True, random_state=0).split(np.zeros(len(y)), y, groups)
+        rest, held = list(folds)[i - 1]
+    return train.select(rest), train.select(held)
+
 def run_splits(dataset: str, *, image_size: int = 64, seed: int = 0, subset: int | None = None, data_root=None,
-               task: str = "classification"):
-    "(train, validation, name of the validation split) of `dataset`, as a run uses them."
+               task: str = "classification", fold=None, target: str = "label"):
+    """(train, validation, name of the validation split) of `dataset`, as a run uses them; with `fold` (I/K) the
+    training split alone, cut by `cv_fold` (cross-validation: the validation split stays unseen)."""
+    fold = parse_fold(fold)
     from gynlab.data import card, load
     c = card(dataset)
     if task not in c.tasks and not any(t.startswith(task) for t in c.tasks):
@@ -44,6 +71,7 @@ def run_splits(dataset: str, *, image_size: int = 64, seed: int = 0, subset: int
     dd = load(dataset, root=data_root, **kw)
     vname = validation_split(dd)
     train, valid = dd["train"], dd[vname]
+    if fold: (train, valid), vname = cv_fold(train, fold, target), f"train fold {fold[0]}/{fold[1]}"
     if subset:
         train = train.shuffle(seed=seed).select(range(min(subset, len(train))))
         valid = valid.shuffle(seed=seed).select(range(min(subset, len(valid))))
@@ -120,16 +148,20 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
                      schedule: str | None = None, lr_ratio: float | None = None, freeze_epochs: int = 0,
                      weight_decay: float | None = None, label_smoothing: float = 0.0, amp: bool = False,
                      channels_last: bool = False, recipe: str | None = None, resume: bool = False,
-                     overwrite: bool = False, num_workers: int = 0, data_root=None, progress: bool = True) -> History:
-    "Train a classifier on a gynlab dataset into run folder `out` (config.json, model.safetensors, metrics.json)."
+                     overwrite: bool = False, num_workers: int = 0, data_root=None, progress: bool = True,
+                     fold=None) -> History:
+    """Train a classifier on a gynlab dataset into run folder `out` (config.json, model.safetensors, metrics.json);
+    `fold` (I/K) trains on the other folds of the training split and validates on fold I (see `run_splits`)."""
     from gynlab.models.pretrained import create
     from gynlab.transforms import to_torch
     settings = dict(augment=augment, schedule=schedule, lr_ratio=lr_ratio, freeze_epochs=freeze_epochs,
                     weight_decay=weight_decay, label_smoothing=label_smoothing)
     check_train_args(model, epochs, image_size, channels, batch_size, lr, subset, num_workers, early_stopping, device,
                      class_weights=class_weights, **settings)
+    fold = parse_fold(fold)
     writer = RunWriter(out, overwrite=overwrite, resume=resume).check()
-    train, valid, vname = run_splits(dataset, image_size=image_size, seed=seed, subset=subset, data_root=data_root)
+    train, valid, vname = run_splits(dataset, image_size=image_size, seed=seed, subset=subset, data_root=data_root,
+                                     fold=fold, target=target)
     if target not in train.column_names or not hasattr(train.features[target], "names"):
         raise UsageError(f"{dataset} has no class-label column {target!r} (columns: {train.column_names})")
     classes = list(train.features[target].names)
@@ -142,7 +174,7 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
               "batch_size": batch_size, "lr": lr, "pretrained": pretrained, "subset": subset,
               "class_weights": class_weights, "early_stopping": early_stopping, **settings, "amp": amp,
               "channels_last": channels_last, "recipe": recipe, "n_train": len(train), "n_valid": len(valid),
-              "validation_split": vname, "versions": versions()}
+              "validation_split": vname, "fold": list(fold) if fold else None, "versions": versions()}
     with writer as w:
         _same_setup(w.previous_config(), config)
         torch.manual_seed(seed)
@@ -176,7 +208,8 @@ def _same_setup(prev: dict | None, new: dict):
     "Resuming continues the same training: everything but the number of epochs must match."
     if prev is None: return
     keys = ("dataset", "target", "model", "classes", "image_size", "channels", "seed", "batch_size", "lr", "subset",
-            "class_weights", "augment", "schedule", "lr_ratio", "freeze_epochs", "weight_decay", "label_smoothing")
+            "class_weights", "augment", "schedule", "lr_ratio", "freeze_epochs", "weight_decay", "label_smoothing",
+            "fold")
     diff = [k for k in keys if prev.get(k) != new.get(k)]
     if diff:
         raise UsageError("--resume continues the same training, but these settings differ from the interrupted run: "

@@ -99,7 +99,7 @@ def _run_cases(cfg: dict, dataset, split: str, n: int | None):
             train, valid, _ = segmentation_data(cfg["dataset"], target=cfg.get("target"), **kw)
         else:
             from gynlab.tasks import run_splits
-            train, valid, _ = run_splits(cfg["dataset"], **kw)
+            train, valid, _ = run_splits(cfg["dataset"], **kw, fold=cfg.get("fold"), target=cfg.get("target", "label"))
         data = train if split == "train" else valid
     elif isinstance(dataset, str):
         from gynlab.data import load

@@ -185,10 +185,15 @@ def test_hc_offset_learnt_and_subtracted(tmp_path, monkeypatch):
     assert json.loads(f.read_text())["tta"] is True and all(calls[-3:])
     calls.clear(); biometry.biometry(img, px, run)
     assert calls == [True]
+    calls.clear(); biometry.biometry(img, px, run, correct=False)    # the plain model: no offset, no mirror
+    assert calls == [False]
     with pytest.raises(DataError, match="no reference head circumference"):
         biometry.fit_hc_offset(run, split.remove_columns("head_circumference_mm"))
     with pytest.raises(UsageError, match="limit"): biometry.fit_hc_offset(run, split, limit=0)
     (run / "biometry.json").write_text("{oops")
     with pytest.raises(RunError, match="biometry.json is corrupt"): biometry.biometry(img, px, run)
+    assert "hc_offset_mm" not in biometry.biometry(img, px, run, correct=False)     # the file is not needed for it
+    (run / "biometry.json").write_text(json.dumps({"hc_offset_mm": 3.0, "tta": "yes"}))
+    with pytest.raises(RunError, match="tta must be true or false"): biometry.biometry(img, px, run)
     (run / "biometry.json").write_text(json.dumps({"hc_offset_mm": "<b>"}))
     with pytest.raises(RunError, match="biometry.json is corrupt"): biometry.hc_offset(run)

@@ -74,6 +74,7 @@ def world(tmp_path_factory):
 
 T = ["train", "--dataset", "phantom-cytology", "--epochs", 1, "--subset", 8, "--quiet"]
 
+SEG = ["train", "--task", "segment", "--dataset", "phantom-uterus-mri", "--epochs", 1, "--subset", 4]
 CASES = {  # name: (argv with {w} for the world folder, words the message must contain)
     "unknown dataset": (["train", "--dataset", "no-such-set", "--out", "{w}/o"], "no-such-set"),
     "dataset without the task": (["train", "--dataset", "phantom-cine", "--epochs", 1, "--out", "{w}/o"],
@@ -98,6 +99,13 @@ CASES = {  # name: (argv with {w} for the world folder, words the message must c
     "patience 0": (T + ["--patience", 0, "--out", "{w}/o"], "--patience must be in [1"),
     "unknown label column": (T + ["--target", "nope", "--out", "{w}/o"], "no class-label column 'nope'"),
     "train --out is a file": (T + ["--out", "{w}/afile.txt"], "is a file"),
+    "segmentation with classification flags": (SEG + ["--lr-ratio", 4, "--class-weights", "balanced", "--out", "{w}/o"],
+                                               "--class-weights, --lr-ratio: only for classification"),
+    "segmentation --resume": (SEG + ["--resume", "--out", "{w}/o"], "--resume: only for classification"),
+    "unknown mask column": (SEG + ["--target", "nope", "--out", "{w}/o"], "no mask column 'nope'"),
+    "fold 4 of 3": (T + ["--fold", "4/3", "--out", "{w}/o"], "--fold 4/3: need"),
+    "fold without K": (T + ["--fold", "2", "--out", "{w}/o"], "--fold: give I/K"),
+    "fold for segmentation": (SEG + ["--fold", "1/3", "--out", "{w}/o"], "--fold: only for classification"),
     "train --out holds other files": (T + ["--out", "{w}/notrun"], "not a gynlab run"),
     "train --out is a run": (T + ["--out", "{w}/run"], "already holds a gynlab run"),
     "resume with nothing to resume": (T + ["--out", "{w}/o", "--resume"], "cannot resume"),

@@ -230,6 +230,28 @@ def test_pretrained_encoder_unet_run(tmp_path):
         train_segmenter("phantom-uterus-mri", model="lite0_unet", image_size=48)
 
 
+def test_segmenter_speed_flags_change_speed_only(tmp_path):
+    """`--channels-last` and `--amp` reach a segmentation run and are recorded; channels-last gives the same training as
+    the default layout; `--no-pretrained` starts the Lite0 encoder from random weights."""
+    from test_cli_bad_input import gynlab
+    from gynlab.models.encoder_unet import Lite0UNet
+    args = ["train", "--task", "segment", "--dataset", "phantom-uterus-mri", "--model", "lite0_unet", "--epochs", 1,
+            "--image-size", 32, "--subset", 8, "--batch-size", 4, "--quiet"]
+    runs = {}
+    for name, extra in {"plain": [], "cl": ["--channels-last"], "amp": ["--amp", "--no-pretrained"]}.items():
+        code, out, err = gynlab(*args, *extra, "--out", tmp_path / name)
+        assert code == 0, err
+        runs[name] = (json.loads((tmp_path / name / "config.json").read_text()),
+                      json.loads((tmp_path / name / "metrics.json").read_text()))
+    flags = {k: tuple(runs[k][0][f] for f in ("channels_last", "amp", "pretrained")) for k in runs}
+    assert flags == {"plain": (False, False, True), "cl": (True, False, True), "amp": (False, True, False)}
+    loss = {k: runs[k][1]["history"][0]["train_loss"] for k in runs}
+    assert loss["cl"] == pytest.approx(loss["plain"], rel=1e-3)
+    ref = Lite0UNet(1, 4, pretrained=True).stem[0].weight                     # ImageNet's first filters
+    moved = {k: (load_run(tmp_path / k, task="segment")[0].stem[0].weight - ref).abs().mean().item() for k in runs}
+    assert moved["amp"] > 10 * max(moved["plain"], moved["cl"])               # random start vs two fine-tuning steps
+
+
 def test_train_segmenter_bad_arguments():
     with pytest.raises(UsageError, match="segmentation"): train_segmenter("phantom-cine", epochs=1)
     with pytest.raises(UsageError, match="unknown segmentation model"):

@@ -189,3 +189,22 @@ def test_explain_writes_overlay_and_rejects_bad_input(run):
     (d / "bad.png").write_bytes(b"garbage")
     p = gynlab("explain", "--run", r, "--image", d / "bad.png", "--out", d / "y.png", cwd=d)
     assert p.returncode == 2 and "bad.png" in p.stderr and "Traceback" not in p.stderr and not (d / "y.png").exists()
+
+
+def test_cross_validation_fold_run(tmp_path):
+    """`--fold I/K` trains on the training split less fold I and validates on fold I: recorded in config.json, and
+    what reads a run's validation data later (calibration, the explorer) reads the same fold."""
+    from gynlab.tasks import run_splits
+    p = gynlab("train", "--dataset", "phantom-cytology", "--model", "smallcnn", "--epochs", 1, "--image-size", 32,
+               "--fold", "2/4", "--out", "fold", "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads((tmp_path / "fold" / "config.json").read_text())
+    assert cfg["fold"] == [2, 4] and cfg["validation_split"] == "train fold 2/4"
+    whole, valid, _ = run_splits("phantom-cytology", image_size=32, seed=cfg["seed"])
+    rest, held, _ = run_splits("phantom-cytology", image_size=32, seed=cfg["seed"], fold=cfg["fold"])
+    assert (cfg["n_train"], cfg["n_valid"]) == (len(rest), len(held)) and len(rest) + len(held) == len(whole)
+    assert len(whole) / 4 - 5 <= len(held) <= len(whole) / 4 + 5
+    assert len(valid) != len(held)                            # (so the check below tells the two apart)
+    from gynlab.cad import CADPipeline
+    summary = CADPipeline.from_run(tmp_path / "fold").calibrate(mc=2, n_resamples=20)
+    assert summary["n_validation"] == len(held)
