@@ -16,7 +16,7 @@ from .core import GynlabError, UsageError
 
 
 # %% auto #0
-__all__ = ['TRAIN_DEFAULTS', 'CLASSIFY_ONLY', 'COMMANDS', 'PLUGIN_MODULES', 'data_list', 'data_info', 'build_parser', 'main']
+__all__ = ['TRAIN_DEFAULTS', 'COMMANDS', 'PLUGIN_MODULES', 'data_list', 'data_info', 'build_parser', 'main']
 
 # %% ../nbs/lib/99_cli.ipynb #cl000007
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -80,7 +80,7 @@ TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image
                       lr=1e-3, class_weights=None, augment=None, schedule=None, lr_ratio=None, freeze_epochs=0,
                       weight_decay=None, label_smoothing=0.0, amp=False, channels_last=False)
 
-CLASSIFY_ONLY = {"class_weights": "--class-weights", "lr_ratio": "--lr-ratio", "freeze_epochs": "--freeze-epochs",
+_CLASSIFY_ONLY = {"class_weights": "--class-weights", "lr_ratio": "--lr-ratio", "freeze_epochs": "--freeze-epochs",
                  "label_smoothing": "--label-smoothing", "channels": "--channels", "patience": "--patience",
                  "resume": "--resume", "num_workers": "--num-workers", "fold": "--fold"}
 
@@ -91,7 +91,7 @@ def _cmd_train(a) -> int:
     if s["dataset"] is None: raise UsageError("give --dataset (or a --recipe that names one)")
     if s.pop("task") == "segment":
         from gynlab.segment import train_segmenter
-        unused = [flag for k, flag in CLASSIFY_ONLY.items() if getattr(a, k) not in (None, False)]
+        unused = [flag for k, flag in _CLASSIFY_ONLY.items() if getattr(a, k) not in (None, False)]
         if unused: raise UsageError(f"{', '.join(unused)}: only for classification; a segmentation run does not use "
                                     f"{'them' if len(unused) > 1 else 'it'}")
         m = train_segmenter(s["dataset"], epochs=s["epochs"], image_size=s["image_size"], out=a.out,

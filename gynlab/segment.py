@@ -134,8 +134,9 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
                     amp: bool = False, channels_last: bool = False, pretrained: bool = True):
     """Train a U-Net (attention U-Net, or U-Net on a pretrained Lite0 encoder) with Dice + cross-entropy on `dataset`,
     with `augment` ('ultrasound', 'cytology': the mask follows every geometric change), and score its validation
-    split; with `out`, write a run folder (task 'segment'). `amp` (bfloat16 autocast) and `channels_last` (memory
-    layout) only change speed, as for `fit`; `pretrained=False` starts lite0_unet's encoder from random weights.
+    split; with `out`, write a run folder (task 'segment'). `channels_last` (memory layout) changes only the speed;
+    `amp` (bfloat16 autocast, as for `fit`) is faster where the processor supports it, at some precision;
+    `pretrained=False` starts lite0_unet's encoder from random weights.
     Returns the metrics (and the model and rows with `return_model`)."""
     from gynlab.metrics import segmentation_metrics
     from gynlab.models.unet import DiceCELoss

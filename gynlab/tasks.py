@@ -222,10 +222,11 @@ RECIPES = {
                            batch_size=32, lr=4e-3, schedule="onecycle", lr_ratio=4.0, freeze_epochs=0,
                            augment="ultrasound", class_weights="balanced", label_smoothing=0.1, weight_decay=0.01,
                            channels_last=True, budget_cpu_min=15),
-    "mmotu-lesions": dict(task="segment", dataset="mmotu", model="lite0_unet", image_size=128, epochs=8,
-                          batch_size=16, lr=2e-3, schedule="onecycle", augment="ultrasound", budget_cpu_min=15),
-    "hc18": dict(task="segment", dataset="hc18", model="lite0_unet", image_size=160, epochs=10, batch_size=16, lr=2e-3,
-                 schedule="onecycle", augment="ultrasound", budget_cpu_min=15),
+    "mmotu-lesions": dict(task="segment", dataset="mmotu", model="lite0_unet", image_size=128, epochs=11,
+                          batch_size=16, lr=2e-3, schedule="onecycle", augment="ultrasound", channels_last=True,
+                          budget_cpu_min=15),
+    "hc18": dict(task="segment", dataset="hc18", model="lite0_unet", image_size=192, epochs=9, batch_size=16, lr=2e-3,
+                 schedule="onecycle", augment="ultrasound", channels_last=True, budget_cpu_min=15),
 }
 
 def recipe(name: str) -> dict:
