@@ -61,9 +61,16 @@ def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None
     run = RUNS / (f"bench-{name}{'-' + tag if tag else ''}-s{seed}{f'-cv{fold[0]}of{fold[1]}' if fold else ''}"
                            f"{'-quick' if quick else ''}")
     if reuse and (run / "model.safetensors").is_file(): return run, _recorded_cpu_min(run)
+    import inspect
     r = recipe(name)
-    unknown = set(overrides) - set(r)
-    if unknown: raise SystemExit(f"--set: {', '.join(sorted(unknown))} is not a setting of {name} ({', '.join(r)})")
+    fn = train_classifier if r["task"] == "classify" else train_segmenter
+    fixed = {"dataset", "out", "seed", "recipe", "overwrite", "progress", "subset", "fold", "resume", "data_root",
+             "device", "return_model"}
+    settings = sorted(set(r) - {"task", "dataset", "budget_cpu_min"}
+                      | set(inspect.signature(fn).parameters) - fixed)
+    unknown = set(overrides) - set(settings)
+    if unknown: raise SystemExit(f"--set: {', '.join(sorted(unknown))} is not a setting of {name} "
+                                 f"({', '.join(settings)})")
     r.update(overrides)
     task, dataset = r.pop("task"), r.pop("dataset")
     r.pop("budget_cpu_min", None)
@@ -76,9 +83,7 @@ def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None
     else:
         if fold: raise SystemExit(f"--cv is for classification recipes; {name} segments")
         train_segmenter(dataset, out=run, seed=seed, overwrite=True, progress=False, subset=32 if quick else None,
-                        recipe=name, **{k: r[k] for k in ("epochs", "image_size", "batch_size", "lr", "model",
-                                                          "schedule", "augment", "weight_decay", "channels_last", "amp")
-                                                          if k in r})
+                        recipe=name, **r)
     cpu_min = (time.process_time() - t0) / 60
     (run / "bench.json").write_text(json.dumps({"cpu_min": cpu_min}))
     return run, cpu_min
