@@ -247,7 +247,8 @@ class RandRotate(RandTransform):
         return F.grid_sample(t[None].float(), grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
     def apply(self, x, y):
         if y is not None and y.ndim >= 2: y = self._warp(y[None].float(), "nearest")[0].round().to(y.dtype)
-        return self._warp(x, "bilinear").to(x.dtype), y
+        lo, hi = min(float(x.min()), 0.0), float(x.max())    # bilinear with zero fill stays in [lo, hi] ...
+        return self._warp(x, "bilinear").clamp(lo, hi).to(x.dtype), y   # ... but for float rounding
 
 # %% ../nbs/02_transforms.ipynb #b165d697
 def ultrasound_augment(seed: int | None = 0, strength: float = 1.0) -> Compose:
