@@ -161,7 +161,7 @@ def _training_split(cfg: dict, data_root=None):
     if not card(cfg["dataset"]).real:
         raise UsageError(f"{cfg['dataset']} has no reference head circumference to learn an offset from")
     return segmentation_data(cfg["dataset"], image_size=None, target=cfg.get("target"), seed=cfg.get("seed", 0),
-                             data_root=data_root)[0]
+                             data_root=data_root, fold=cfg.get("fold"))[0]
 
 def fit_hc_offset(run, split=None, *, limit: int | None = None, device=None, data_root=None, tta: bool = False) -> Path:
     """Mean (model HC − reference HC) on the run's training images (or `split`), written to run/biometry.json: its path.

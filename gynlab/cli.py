@@ -82,7 +82,7 @@ TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image
 
 _CLASSIFY_ONLY = {"class_weights": "--class-weights", "lr_ratio": "--lr-ratio", "freeze_epochs": "--freeze-epochs",
                  "label_smoothing": "--label-smoothing", "channels": "--channels", "patience": "--patience",
-                 "resume": "--resume", "num_workers": "--num-workers", "fold": "--fold"}
+                 "resume": "--resume", "num_workers": "--num-workers"}
 
 def _cmd_train(a) -> int:
     from gynlab.tasks import with_recipe
@@ -99,7 +99,7 @@ def _cmd_train(a) -> int:
                             model=s["model"] or "unet", target=a.target, pretrained=a.pretrained,
                             data_root=a.root, progress=not a.quiet, overwrite=a.overwrite, recipe=a.recipe,
                             schedule=s["schedule"], augment=s["augment"], weight_decay=s["weight_decay"],
-                            amp=s["amp"], channels_last=s["channels_last"])
+                            amp=s["amp"], channels_last=s["channels_last"], fold=a.fold)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and abs(v) < float("inf"))
         print(f"validation: {shown}")
     else:
@@ -171,8 +171,8 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--subset", type=int, default=None, help="use at most N images per split (quick runs)")
-    p.add_argument("--fold", default=None, metavar="I/K", help="cross-validation (classification): train on the "
-                   "training split less fold I of K, validate on fold I; the validation split stays unseen")
+    p.add_argument("--fold", default=None, metavar="I/K", help="cross-validation: train on the training split less "
+                   "fold I of K, validate on fold I; the validation split stays unseen")
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                    help="start from ImageNet weights where the model has them")
     p.add_argument("--class-weights", choices=["balanced"], default=None,

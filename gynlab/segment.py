@@ -16,7 +16,7 @@ from .checkpoint import save_weights
 from .core import (DataError, OutputError, UsageError, atomic_path, check_number, get_device, list_images,
                          seed_everything, versions, write_json)
 from .runs import MAX_IMAGE_SIZE, SEG_MODELS, RunWriter, build_model, load_run
-from .tasks import AUGMENTS, augmentation, read_images, validation_split
+from .tasks import AUGMENTS, augmentation, cv_fold, parse_fold, read_images, validation_split
 from .train import fit
 
 
@@ -51,10 +51,11 @@ def _class_names(dataset, target, train) -> list[str]:
     return ["background"] + [f"class {i}" for i in range(1, max(k, 2))]
 
 def segmentation_data(dataset: str, *, image_size: int = 64, target: str | None = None, subset: int | None = None,
-                      seed: int = 0, data_root=None):
-    "(train split, validation split, info dict) for segmenting `dataset`; `subset` caps each split."
+                      seed: int = 0, data_root=None, fold=None):
+    """(train split, validation split, info dict) for segmenting `dataset`; `subset` caps each split; `fold` (I/K):
+    the training split less fold I, and fold I (cross-validation)."""
     from gynlab.data import card, load
-    c = card(dataset)
+    fold, c = parse_fold(fold), card(dataset)
     if not any(t.startswith("segment") for t in c.tasks):
         raise UsageError(f"{dataset} has no segmentation task (tasks: {', '.join(c.tasks)})")
     kw = {"image_size": image_size}
@@ -63,13 +64,14 @@ def segmentation_data(dataset: str, *, image_size: int = 64, target: str | None 
     target = target or DEFAULT_TARGET.get(dataset, "mask")
     if target not in train.column_names:
         raise UsageError(f"{dataset} has no mask column {target!r} (columns: {train.column_names})")
+    if fold: train, valid = cv_fold(train, fold)
     if subset:
         train = train.shuffle(seed=seed).select(range(min(subset, len(train))))
         valid = valid.shuffle(seed=seed).select(range(min(subset, len(valid))))
     channels = 3 if train[0]["image"].mode in ("RGB", "RGBA", "P") else 1
     classes = _class_names(dataset, target, train)
     return train, valid, {"dataset": dataset, "target": target, "channels": channels, "classes": classes,
-                          "n_classes": len(classes), "image_size": image_size}
+                          "n_classes": len(classes), "image_size": image_size, "fold": list(fold) if fold else None}
 
 
 # %% ../nbs/lib/12_segment.ipynb #sg000009
@@ -131,12 +133,13 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
                     model: str = "unet", base: int = 16, depth: int = 4, data_root=None, progress: bool = True,
                     overwrite: bool = False, return_model: bool = False, recipe: str | None = None,
                     schedule: str | None = None, augment: str | None = None, weight_decay: float | None = None,
-                    amp: bool = False, channels_last: bool = False, pretrained: bool = True):
+                    amp: bool = False, channels_last: bool = False, pretrained: bool = True, fold=None):
     """Train a U-Net (attention U-Net, or U-Net on a pretrained Lite0 encoder) with Dice + cross-entropy on `dataset`,
     with `augment` ('ultrasound', 'cytology': the mask follows every geometric change), and score its validation
     split; with `out`, write a run folder (task 'segment'). `channels_last` (memory layout) changes only the speed;
     `amp` (bfloat16 autocast, as for `fit`) is faster where the processor supports it, at some precision;
-    `pretrained=False` starts lite0_unet's encoder from random weights.
+    `pretrained=False` starts lite0_unet's encoder from random weights; `fold` (I/K) trains on the training split less
+    fold I and scores fold I (see `segmentation_data`).
     Returns the metrics (and the model and rows with `return_model`)."""
     from gynlab.metrics import segmentation_metrics
     from gynlab.models.unet import DiceCELoss
@@ -149,14 +152,14 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
     check_number("--subset", subset, lo=1, integer=True, none_ok=True); get_device(device)
     if schedule not in (None, "onecycle"): raise UsageError(f"--schedule: use onecycle (or nothing), got {schedule!r}")
     if augment not in (None, *AUGMENTS): raise UsageError(f"--augment: use {' or '.join(AUGMENTS)}, got {augment!r}")
-    check_number("--weight-decay", weight_decay, lo=0, hi=10, none_ok=True)
+    check_number("--weight-decay", weight_decay, lo=0, hi=10, none_ok=True); fold = parse_fold(fold)
     if model == "lite0_unet": depth = 5                                 # the encoder halves the size 5 times
     if image_size % 2 ** depth:
         raise UsageError(f"--image-size must be a multiple of {2 ** depth} for a U-Net of depth {depth}")
     writer = RunWriter(out, overwrite=overwrite).check() if out is not None else None
     t0, w0 = time.process_time(), time.perf_counter()
     train, valid, info = segmentation_data(dataset, image_size=image_size, target=target, subset=subset, seed=seed,
-                                           data_root=data_root)
+                                           data_root=data_root, fold=fold)
     c = info["channels"]
     if model == "lite0_unet": mean, std = [0.5] * c, [0.5] * c                 # what Lite0's ImageNet weights expect
     else: mean, std = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if c == 3 else ([0.5], [0.5])

@@ -96,7 +96,7 @@ def _run_cases(cfg: dict, dataset, split: str, n: int | None):
         kw = dict(image_size=cfg["image_size"], seed=cfg.get("seed", 0), subset=cfg.get("subset"))
         if cfg.get("task") == "segment":
             from gynlab.segment import segmentation_data
-            train, valid, _ = segmentation_data(cfg["dataset"], target=cfg.get("target"), **kw)
+            train, valid, _ = segmentation_data(cfg["dataset"], target=cfg.get("target"), **kw, fold=cfg.get("fold"))
         else:
             from gynlab.tasks import run_splits
             train, valid, _ = run_splits(cfg["dataset"], **kw, fold=cfg.get("fold"), target=cfg.get("target", "label"))

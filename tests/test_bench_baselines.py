@@ -40,3 +40,30 @@ def test_bad_settings_are_refused(tmp_path, args, words):
     p = bench("--recipes", "mmotu-classify", "--quick", "--runs", tmp_path, *args)
     assert p.returncode != 0 and words in p.stderr and "Traceback" not in p.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_segmentation_cross_validation_smoke(tmp_path):
+    "HC18 folds: each run records its fold and is scored on it (Dice, and HC after the offset learnt on the rest)."
+    try: find_data("hc18")
+    except DataError: pytest.skip("HC18 is not on this machine")
+    p = bench("--recipes", "hc18", "--cv", 2, "--quick", "--set", "channels_last=false", "--runs", tmp_path,
+              "--out", tmp_path / "b.json")
+    assert p.returncode == 0, p.stderr
+    runs = sorted(tmp_path.glob("bench-hc18-*-cv*"))
+    assert [r.name for r in runs] == [f"bench-hc18-channels_lastfalse-s0-cv{i}of2-quick" for i in (1, 2)]
+    cfgs = [json.loads((r / "config.json").read_text()) for r in runs]
+    assert [c["fold"] for c in cfgs] == [[1, 2], [2, 2]] and {c["channels_last"] for c in cfgs} == {False}
+    for line in ("hc18 [channels_last=false]:", "dice: mean", "hc_mae_mm_corrected: mean", "over 2 folds"):
+        assert line in p.stdout, (line, p.stdout)
+
+
+def test_changed_settings_become_train_flags():
+    "The command a cross-validation row records is one `gynlab train` accepts (a boolean is a flag, not a value)."
+    import importlib.util
+    from gynlab.cli import build_parser
+    spec = importlib.util.spec_from_file_location("baselines", SCRIPT)
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    shown = mod.flags({"amp": True, "channels_last": False, "image_size": 224})
+    assert shown == "--amp --no-channels-last --image-size 224"
+    a = build_parser().parse_args(["train", "--recipe", "mmotu-classify", "--out", "o", *shown.split()])
+    assert (a.amp, a.channels_last, a.image_size) == (True, False, 224)

@@ -197,3 +197,25 @@ def test_hc_offset_learnt_and_subtracted(tmp_path, monkeypatch):
     with pytest.raises(RunError, match="tta must be true or false"): biometry.biometry(img, px, run)
     (run / "biometry.json").write_text(json.dumps({"hc_offset_mm": "<b>"}))
     with pytest.raises(RunError, match="biometry.json is corrupt"): biometry.hc_offset(run)
+
+
+def test_hc_offset_of_a_fold_run_is_learnt_on_the_other_folds(tmp_path, monkeypatch):
+    "A cross-validation run (`--fold 1/2`) learns its offset on the training split less fold 1, never on fold 1."
+    from gynlab.data import find_data
+    from gynlab.segment import segmentation_data
+    try: find_data("hc18")
+    except DataError: pytest.skip("HC18 is not on this machine")
+    rest, held, _ = segmentation_data("hc18", image_size=None, fold="1/2")
+    seen = []
+    def fake_segment(net, im, cfg, device=None, tta=False):          # a plausible skull, whatever the image
+        seen.append(im.size)
+        return _ellipse_mask(*im.size[::-1], a=im.size[0] / 4, b=im.size[1] / 4).astype(np.uint8)
+    cfg = {"dataset": "hc18", "classes": ["background", "fetal head"], "fold": [1, 2], "seed": 0}
+    monkeypatch.setattr(biometry, "_skull_segmenter", lambda run, device=None: (None, cfg))
+    monkeypatch.setattr(biometry, "segment_image", fake_segment)
+    run = tmp_path / "seg"; run.mkdir()
+    d = json.loads(biometry.fit_hc_offset(run).read_text())
+    assert d["n"] + d["refused"] == len(rest) == len(seen) and len(rest) + len(held) > len(rest) > 0
+    hc = np.array(rest["head_circumference_mm"])
+    expect = np.mean([_ramanujan(w / 4 * p, h / 4 * p) for (w, h), p in zip(seen, rest["pixel_size_mm"])] - hc)
+    assert d["hc_offset_mm"] == pytest.approx(expect, abs=2.0)      # the rest's references, not fold 1's

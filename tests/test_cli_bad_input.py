@@ -105,7 +105,7 @@ CASES = {  # name: (argv with {w} for the world folder, words the message must c
     "unknown mask column": (SEG + ["--target", "nope", "--out", "{w}/o"], "no mask column 'nope'"),
     "fold 4 of 3": (T + ["--fold", "4/3", "--out", "{w}/o"], "--fold 4/3: need"),
     "fold without K": (T + ["--fold", "2", "--out", "{w}/o"], "--fold: give I/K"),
-    "fold for segmentation": (SEG + ["--fold", "1/3", "--out", "{w}/o"], "--fold: only for classification"),
+    "segmentation fold 0 of 3": (SEG + ["--fold", "0/3", "--out", "{w}/o"], "--fold 0/3: need"),
     "train --out holds other files": (T + ["--out", "{w}/notrun"], "not a gynlab run"),
     "train --out is a run": (T + ["--out", "{w}/run"], "already holds a gynlab run"),
     "resume with nothing to resume": (T + ["--out", "{w}/o", "--resume"], "cannot resume"),

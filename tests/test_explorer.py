@@ -241,6 +241,20 @@ def test_from_run_on_a_segmentation_run(seg_run):
     if empty: assert "no pixel is predicted" in ex.show(case=1, method="saliency", target=empty[0]).message
 
 
+def test_from_run_of_a_fold_opens_that_fold(tmp_path):
+    "A cross-validation run (`--fold I/K`) opens on the fold it was scored on ('validation') and trained on ('train')."
+    from gynlab.segment import segmentation_data, train_segmenter
+    from gynlab.tasks import run_splits, train_classifier
+    train_classifier("phantom-cytology", out=tmp_path / "c", epochs=1, image_size=32, target="bethesda",
+                     progress=False, fold="2/3")
+    rest, held, _ = run_splits("phantom-cytology", image_size=32, fold="2/3", target="bethesda")
+    assert Explorer.from_run(tmp_path / "c", n=None, background=False).split["index"] == held["index"]
+    assert Explorer.from_run(tmp_path / "c", split="train", n=None, background=False).split["index"] == rest["index"]
+    train_segmenter("phantom-uterus-mri", epochs=1, image_size=32, out=tmp_path / "s", progress=False, fold="1/3")
+    rest, held, _ = segmentation_data("phantom-uterus-mri", image_size=32, fold="1/3")
+    assert Explorer.from_run(tmp_path / "s", n=None, background=False).split["index"] == held["index"]
+
+
 # ---- speed paths: preview, background, cancellation ----
 
 def test_ig_preview_then_the_full_map(trained):

@@ -252,6 +252,19 @@ def test_segmenter_speed_flags_change_speed_only(tmp_path):
     assert moved["amp"] > 10 * max(moved["plain"], moved["cl"])               # random start vs two fine-tuning steps
 
 
+def test_segmentation_fold_run(tmp_path):
+    "`--fold 2/3` on a segmentation run: recorded, trained on the rest of the training split, scored on fold 2."
+    from test_cli_bad_input import gynlab
+    code, out, err = gynlab("train", "--task", "segment", "--dataset", "phantom-uterus-mri", "--epochs", 1,
+                            "--image-size", 32, "--fold", "2/3", "--quiet", "--out", tmp_path / "f")
+    assert code == 0, err
+    cfg, m = (json.loads((tmp_path / "f" / n).read_text()) for n in ("config.json", "metrics.json"))
+    train, _, _ = segmentation_data("phantom-uterus-mri", image_size=32)
+    rest, held, _ = segmentation_data("phantom-uterus-mri", image_size=32, fold="2/3")
+    assert cfg["fold"] == [2, 3] and (m["n_train"], m["n_valid"]) == (len(rest), len(held))
+    assert m["n_train"] + m["n_valid"] == len(train) and 0 < m["n_valid"] < len(train) / 2
+
+
 def test_train_segmenter_bad_arguments():
     with pytest.raises(UsageError, match="segmentation"): train_segmenter("phantom-cine", epochs=1)
     with pytest.raises(UsageError, match="unknown segmentation model"):
