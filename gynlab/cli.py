@@ -78,7 +78,8 @@ def data_info(name: str, root=None, as_json: bool = False) -> str:
 # %% ../nbs/lib/99_cli.ipynb #cl000009
 TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image_size=64, channels=3, batch_size=32,
                       lr=1e-3, class_weights=None, augment=None, schedule=None, lr_ratio=None, freeze_epochs=0,
-                      weight_decay=None, label_smoothing=0.0, amp=False, channels_last=False)
+                      weight_decay=None, label_smoothing=0.0, amp=False, channels_last=False,
+                      refresh_bn=False)
 
 _CLASSIFY_ONLY = {"class_weights": "--class-weights", "lr_ratio": "--lr-ratio", "freeze_epochs": "--freeze-epochs",
                  "label_smoothing": "--label-smoothing", "channels": "--channels", "patience": "--patience",
@@ -99,7 +100,8 @@ def _cmd_train(a) -> int:
                             model=s["model"] or "unet", target=a.target, pretrained=a.pretrained,
                             data_root=a.root, progress=not a.quiet, overwrite=a.overwrite, recipe=a.recipe,
                             schedule=s["schedule"], augment=s["augment"], weight_decay=s["weight_decay"],
-                            amp=s["amp"], channels_last=s["channels_last"], fold=a.fold)
+                            amp=s["amp"], channels_last=s["channels_last"], fold=a.fold,
+                            refresh_bn=s["refresh_bn"])
         shown = ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and abs(v) < float("inf"))
         print(f"validation: {shown}")
     else:
@@ -168,6 +170,8 @@ def _add_train(sub):
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory layout")
+    p.add_argument("--refresh-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute the BatchNorm statistics for the final weights (one pass over the training images)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--subset", type=int, default=None, help="use at most N images per split (quick runs)")

@@ -16,7 +16,8 @@ from .checkpoint import save_weights
 from .core import (DataError, OutputError, UsageError, atomic_path, check_number, get_device, list_images,
                          seed_everything, versions, write_json)
 from .runs import MAX_IMAGE_SIZE, SEG_MODELS, RunWriter, build_model, load_run
-from .tasks import AUGMENTS, augmentation, cv_fold, parse_fold, read_images, validation_split
+from .tasks import (AUGMENTS, augmentation, cv_fold, parse_fold, read_images, refresh_batchnorm,
+                          validation_split)
 from .train import fit
 
 
@@ -133,13 +134,15 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
                     model: str = "unet", base: int = 16, depth: int = 4, data_root=None, progress: bool = True,
                     overwrite: bool = False, return_model: bool = False, recipe: str | None = None,
                     schedule: str | None = None, augment: str | None = None, weight_decay: float | None = None,
-                    amp: bool = False, channels_last: bool = False, pretrained: bool = True, fold=None):
+                    amp: bool = False, channels_last: bool = False, pretrained: bool = True, fold=None,
+                    refresh_bn: bool = False):
     """Train a U-Net (attention U-Net, or U-Net on a pretrained Lite0 encoder) with Dice + cross-entropy on `dataset`,
     with `augment` ('ultrasound', 'cytology': the mask follows every geometric change), and score its validation
     split; with `out`, write a run folder (task 'segment'). `channels_last` (memory layout) changes only the speed;
     `amp` (bfloat16 autocast, as for `fit`) is faster where the processor supports it, at some precision;
     `pretrained=False` starts lite0_unet's encoder from random weights; `fold` (I/K) trains on the training split less
-    fold I and scores fold I (see `segmentation_data`).
+    fold I and scores fold I (see `segmentation_data`); `refresh_bn` recomputes the BatchNorm statistics for the final
+    weights before scoring (`gynlab.tasks.refresh_batchnorm`).
     Returns the metrics (and the model and rows with `return_model`)."""
     from gynlab.metrics import segmentation_metrics
     from gynlab.models.unet import DiceCELoss
@@ -170,6 +173,7 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
            "letterbox": True, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "subset": subset,
            "recipe": recipe, "schedule": schedule, "augment": augment, "weight_decay": weight_decay,
            "amp": bool(amp), "channels_last": bool(channels_last), "pretrained": bool(pretrained),
+           "refresh_bn": bool(refresh_bn),
            "versions": versions()}
     seed_everything(seed)
     net = build_model(cfg, pretrained=pretrained)
@@ -179,6 +183,8 @@ def train_segmenter(dataset: str, *, epochs: int = 5, image_size: int = 64, out=
                 weight_decay=weight_decay, amp=amp, channels_last=channels_last,
                 metrics=lambda o, t: segmentation_metrics(o, t, names), monitor="dice", seed=seed, device=device,
                 schedule=schedule, progress=progress)
+        if refresh_bn: refresh_batchnorm(net, to_torch(train, image_size, c, info["target"], mean=mean, std=std),
+                                         batch_size=batch_size, device=device)
         summary, rows = evaluate_segmenter(net, valid, info, mean=mean, std=std, device=device)
         return {**summary, "history": h.records, "n_train": len(train), "n_valid": len(valid),
                 "cpu_s": round(time.process_time() - t0, 1), "wall_s": round(time.perf_counter() - w0, 1)}, rows

@@ -20,8 +20,8 @@ from .train import balanced_class_weights, classification_metrics, evaluate, fit
 
 # %% auto #0
 __all__ = ['VALIDATION_SPLITS', 'AUGMENTS', 'RECIPES', 'validation_split', 'parse_fold', 'cv_fold', 'run_splits', 'mean_std',
-           'check_train_args', 'augmentation', 'FreezeBody', 'train_classifier', 'recipe', 'with_recipe',
-           'display_name', 'rows_to_csv', 'read_images', 'predict_images', 'predict_folder']
+           'check_train_args', 'augmentation', 'FreezeBody', 'refresh_batchnorm', 'train_classifier', 'recipe',
+           'with_recipe', 'display_name', 'rows_to_csv', 'read_images', 'predict_images', 'predict_folder']
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000007
 VALIDATION_SPLITS = ("validation", "valid", "val", "test")
@@ -91,7 +91,7 @@ def mean_std(model: str, channels: int) -> tuple[list, list]:
 # %% ../nbs/lib/12_tasks.ipynb #ta000009
 def check_train_args(model, epochs, image_size, channels, batch_size, lr, subset, num_workers, early_stopping, device,
                      augment=None, schedule=None, lr_ratio=None, freeze_epochs=0, weight_decay=None,
-                     label_smoothing=0.0, class_weights=None):
+                     label_smoothing=0.0, class_weights=None, refresh_bn=False):
     "Check `train_classifier`'s arguments; a `UsageError` names the first bad one."
     from gynlab.models.pretrained import available
     if model not in available(): raise UsageError(f"unknown model {model!r}; available: {', '.join(available())}")
@@ -139,6 +139,23 @@ def _optimizer(net, lr, lr_ratio, weight_decay):
     return lambda params: torch.optim.AdamW(groups, lr=lr,
                                             **({} if weight_decay is None else {"weight_decay": weight_decay}))
 
+@torch.no_grad()
+def refresh_batchnorm(net: torch.nn.Module, data, *, batch_size: int = 32, device=None) -> torch.nn.Module:
+    """Recompute the running statistics of every trainable BatchNorm layer for the final weights: one pass over `data`
+    (the training images, not augmented), each statistic the average over all batches. The rest of the network runs
+    as at evaluation (no dropout, no stochastic depth), unlike `torch.optim.swa_utils.update_bn`, which runs it in
+    training mode; frozen BatchNorm layers keep their statistics. Returns `net`."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    bns = [m for m in net.modules() if isinstance(m, _BatchNorm) and getattr(m, "_gyn_freeze_hook", None) is None]
+    was_training, momenta = net.training, [m.momentum for m in bns]
+    dev = next(net.parameters()).device if device is None else get_device(device)
+    net.eval()
+    for m in bns: m.reset_running_stats(); m.momentum = None; m.train()     # momentum None: the plain average
+    for batch in torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False):
+        net((batch[0] if isinstance(batch, (list, tuple)) else batch).to(dev))
+    for m, mom in zip(bns, momenta): m.momentum = mom
+    return net.train(was_training)
+
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000015
 def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, epochs: int = 5, image_size: int = 64,
@@ -149,13 +166,14 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
                      weight_decay: float | None = None, label_smoothing: float = 0.0, amp: bool = False,
                      channels_last: bool = False, recipe: str | None = None, resume: bool = False,
                      overwrite: bool = False, num_workers: int = 0, data_root=None, progress: bool = True,
-                     fold=None) -> History:
+                     fold=None, refresh_bn: bool = False) -> History:
     """Train a classifier on a gynlab dataset into run folder `out` (config.json, model.safetensors, metrics.json);
-    `fold` (I/K) trains on the other folds of the training split and validates on fold I (see `run_splits`)."""
+    `fold` (I/K) trains on the other folds of the training split and validates on fold I (see `run_splits`);
+    `refresh_bn` recomputes the BatchNorm statistics for the final weights before scoring (`refresh_batchnorm`)."""
     from gynlab.models.pretrained import create
     from gynlab.transforms import to_torch
     settings = dict(augment=augment, schedule=schedule, lr_ratio=lr_ratio, freeze_epochs=freeze_epochs,
-                    weight_decay=weight_decay, label_smoothing=label_smoothing)
+                    weight_decay=weight_decay, label_smoothing=label_smoothing, refresh_bn=bool(refresh_bn))
     check_train_args(model, epochs, image_size, channels, batch_size, lr, subset, num_workers, early_stopping, device,
                      class_weights=class_weights, **settings)
     fold = parse_fold(fold)
@@ -181,6 +199,8 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
         net = create(model, len(classes), pretrained=pretrained, in_channels=channels)
         w.write_config(config)
         hist = _fit_classifier(net, tr, va, config, w, resume, device, num_workers, progress)
+        if refresh_bn: refresh_batchnorm(net, to_torch(train, image_size, channels, target, mean=mean, std=std),
+                                         batch_size=batch_size, device=device)
         final = evaluate(net, va, device=device)
         if w.main:
             save_weights(net, w.dir / "model.safetensors", model_name=model, classes=classes)
@@ -221,12 +241,12 @@ RECIPES = {
     "mmotu-classify": dict(task="classify", dataset="mmotu", model="efficientnet_lite0", image_size=160, epochs=13,
                            batch_size=32, lr=4e-3, schedule="onecycle", lr_ratio=4.0, freeze_epochs=0,
                            augment="ultrasound", class_weights="balanced", label_smoothing=0.1, weight_decay=0.01,
-                           channels_last=True, budget_cpu_min=15),
+                           channels_last=True, refresh_bn=True, budget_cpu_min=15),
     "mmotu-lesions": dict(task="segment", dataset="mmotu", model="lite0_unet", image_size=128, epochs=11,
                           batch_size=16, lr=2e-3, schedule="onecycle", augment="ultrasound", channels_last=True,
-                          budget_cpu_min=15),
+                          refresh_bn=True, budget_cpu_min=15),
     "hc18": dict(task="segment", dataset="hc18", model="lite0_unet", image_size=192, epochs=9, batch_size=16, lr=2e-3,
-                 schedule="onecycle", augment="ultrasound", channels_last=True, budget_cpu_min=15),
+                 schedule="onecycle", augment="ultrasound", channels_last=True, refresh_bn=True, budget_cpu_min=15),
 }
 
 def recipe(name: str) -> dict:

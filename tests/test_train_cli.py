@@ -208,3 +208,35 @@ def test_cross_validation_fold_run(tmp_path):
     from gynlab.cad import CADPipeline
     summary = CADPipeline.from_run(tmp_path / "fold").calibrate(mc=2, n_resamples=20)
     assert summary["n_validation"] == len(held)
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+def test_refresh_bn_saves_the_statistics_of_the_final_weights(task, tmp_path):
+    """`--refresh-bn`: the saved BatchNorm statistics are those of the final weights over the training images (so
+    refreshing again changes nothing), and the run says so; without it they are the running averages, which differ."""
+    from test_cli_bad_input import gynlab as run_cli
+    from gynlab.runs import load_run
+    from gynlab.segment import segmentation_data
+    from gynlab.tasks import refresh_batchnorm, run_splits
+    from gynlab.transforms import to_torch
+    if task == "classify":
+        args = ["--dataset", "phantom-cytology", "--model", "efficientnet_lite0", "--no-pretrained"]
+        train = run_splits("phantom-cytology", image_size=32, subset=24)[0]
+        target, ch = "label", 3
+    else:
+        args = ["--task", "segment", "--dataset", "phantom-uterus-mri", "--model", "lite0_unet", "--no-pretrained"]
+        train = segmentation_data("phantom-uterus-mri", image_size=32, subset=24)[0]
+        target, ch = "mask", 1
+    stats = {}
+    for flag in ("--refresh-bn", "--no-refresh-bn"):
+        out = tmp_path / flag
+        code, _, err = run_cli("train", *args, "--epochs", 1, "--image-size", 32, "--subset", 24, "--quiet", flag,
+                               "--out", out)
+        assert code == 0, err
+        net, cfg = load_run(out)
+        assert cfg["refresh_bn"] is (flag == "--refresh-bn")
+        saved = [b.clone() for n, b in net.named_buffers() if n.endswith("running_mean")]
+        refresh_batchnorm(net, to_torch(train, 32, ch, target, mean=cfg["mean"], std=cfg["std"]))
+        again = [b for n, b in net.named_buffers() if n.endswith("running_mean")]
+        stats[flag] = max((a - b).abs().max().item() for a, b in zip(saved, again))
+    assert stats["--refresh-bn"] < 1e-4 < stats["--no-refresh-bn"], stats
