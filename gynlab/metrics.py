@@ -114,9 +114,10 @@ def fit_ellipse(mask, spacing=1.0) -> dict:
             "angle_deg": float(np.degrees(np.arctan2(evecs[0, 1], evecs[1, 1])))}
 
 def head_circumference(mask, pixel_size_mm: float = 1.0, clean: bool = True) -> float:
-    "Head circumference (mm) of a skull mask: ellipse fitted to the (largest, filled) mask, Ramanujan's perimeter."
+    """Head circumference (mm) of a skull mask: ellipse fitted to the (largest, filled) mask, Ramanujan's perimeter;
+    NaN when there is no skull to fit (fewer than 3 pixels)."""
     m = largest_component(mask) if clean else _binary(mask)
-    if not m.any(): return float("nan")
+    if m.sum() < 3: return float("nan")
     e = fit_ellipse(m, pixel_size_mm)
     return ellipse_perimeter(e["a"], e["b"])
 

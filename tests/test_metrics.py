@@ -115,6 +115,17 @@ def test_head_circumference_synthetic(a, b, angle, px):
     assert e["a"] == pytest.approx(a, rel=0.02) and e["b"] == pytest.approx(b, rel=0.02)
 
 
+def test_head_circumference_of_a_speck_is_nan():
+    "A prediction whose largest blob has 1 or 2 pixels has no skull to fit: NaN (counted as a failure), not an error."
+    from gynlab.core import UsageError
+    for n in (0, 1, 2):
+        m = np.zeros((20, 20), bool); m[5, 5:5 + n] = True
+        assert np.isnan(head_circumference(m, 0.5))
+    m = np.zeros((20, 20), bool); m[5, 5:8] = True
+    assert head_circumference(m, 0.5) > 0
+    with pytest.raises(UsageError, match="2 pixels"): fit_ellipse(m[:, :7])     # the fit itself still refuses
+
+
 def test_head_circumference_cleans_predictions():
     m = ellipse_mask((120, 120), (60, 60), 40, 30, 0)
     noisy = m.copy(); noisy[55:60, 50:58] = False; noisy[2:5, 2:5] = True   # a hole and a stray blob
