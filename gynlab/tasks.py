@@ -146,6 +146,7 @@ def refresh_batchnorm(net: torch.nn.Module, data, *, batch_size: int = 32, devic
     as at evaluation (no dropout, no stochastic depth), unlike `torch.optim.swa_utils.update_bn`, which runs it in
     training mode; frozen BatchNorm layers keep their statistics. Returns `net`."""
     from torch.nn.modules.batchnorm import _BatchNorm
+    if len(data) == 0: raise DataError("no images to recompute the BatchNorm statistics from (empty training data)")
     bns = [m for m in net.modules() if isinstance(m, _BatchNorm) and getattr(m, "_gyn_freeze_hook", None) is None]
     was_training, momenta = net.training, [m.momentum for m in bns]
     dev = next(net.parameters()).device if device is None else get_device(device)
