@@ -100,6 +100,11 @@ def _recorded_cpu_min(run: Path) -> float:
     return cpu_s / 60 if isinstance(cpu_s, (int, float)) else float("nan")
 
 
+def _refreshed(run: Path) -> bool:
+    "Whether the run's BatchNorm statistics were recomputed for its final weights (runs before `refresh_bn`: no)."
+    return bool(json.loads((run / "config.json").read_text()).get("refresh_bn", False))
+
+
 def score(name: str, run: Path) -> dict:
     "The validation figures of a run (see the module docstring)."
     cfg, metrics = json.loads((run / "config.json").read_text()), json.loads((run / "metrics.json").read_text())
@@ -169,7 +174,9 @@ def _native_hc_mae(run: Path, offset: float, tta: bool) -> tuple[float, float, f
 
 
 def main(argv=None) -> int:
+    from gynlab.core import keep_freed_memory
     from gynlab.tasks import RECIPES
+    keep_freed_memory()                          # as `gynlab train` does: the recipes' budgets are measured with it
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -192,7 +199,7 @@ def main(argv=None) -> int:
             run, cpu_min = train(name, seed, a.quick, a.reuse)
             s = score(name, run)
             hist = json.loads((run / "metrics.json").read_text()).get("history", [])
-            rows.append({"recipe": name, "seed": seed, "cpu_min": cpu_min,
+            rows.append({"recipe": name, "seed": seed, "cpu_min": cpu_min, "refresh_bn": _refreshed(run),
                          "budget_cpu_min": RECIPES[name]["budget_cpu_min"], "scores": s,
                          "targets": TARGETS.get(name, {}), "published": PUBLISHED.get(name, ""),
                          "command": f"gynlab train --recipe {name} --seed {seed} --out {_shown(run)}",
@@ -238,6 +245,7 @@ def cross_validate(a, overrides: dict) -> int:
                 command = [f"gynlab train --recipe {name} --seed {seed} --fold {i}/{a.cv}", flags(overrides),
                            f"--out {_shown(run)}"]
                 rows.append({"recipe": name, "variant": variant, "seed": seed, "fold": [i, a.cv], "cpu_min": cpu_min,
+                             "refresh_bn": _refreshed(run),
                              "scores": s, "n_valid": recorded["n_valid"], "command": " ".join(filter(None, command)),
                              "quick": a.quick})
                 shown = ", ".join(f"{k} {s[k]:.3f}" for k in CV_KEYS if k in s)

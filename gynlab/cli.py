@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .core import GynlabError, UsageError
+from .core import GynlabError, UsageError, keep_freed_memory
 
 
 # %% auto #0
@@ -374,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(); return 0 if not argv else 2
+    keep_freed_memory()
     old = signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
     try: res = args.func(args)
     except GynlabError as e:

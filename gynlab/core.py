@@ -19,11 +19,12 @@ if TYPE_CHECKING: import torch   # imported where it is used, so that `gynlab --
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'GynlabError', 'UsageError', 'DataError', 'UnknownDataset', 'DatasetNotFound', 'DownloadError',
            'BadImageError', 'RunError', 'OutputError', 'check_number', 'check_choice', 'get_device', 'seed_everything',
-           'rng_state', 'set_rng_state', 'versions', 'is_image_file', 'list_images', 'open_image', 'check_output',
-           'atomic_path', 'atomic_write', 'json_safe', 'write_json', 'read_json']
+           'rng_state', 'set_rng_state', 'versions', 'keep_freed_memory', 'is_image_file', 'list_images', 'open_image',
+           'check_output', 'atomic_path', 'atomic_write', 'json_safe', 'write_json', 'read_json']
 
 # %% ../nbs/lib/00_core.ipynb #c0a1e006
 class GynlabError(Exception):
@@ -54,6 +55,7 @@ class RunError(GynlabError, ValueError):
 class OutputError(GynlabError, ValueError):
     "An output path that gynlab refuses to write (a device, a folder, a link, one of the inputs)."
 
+
 # %% ../nbs/lib/00_core.ipynb #c0a1e009
 def check_number(name: str, value, *, lo=None, hi=None, integer: bool = False, lo_open: bool = False,
                  none_ok: bool = False):
@@ -74,6 +76,7 @@ def check_choice(name: str, value, choices) -> str:
     if value not in choices:
         raise UsageError(f"{name}: unknown value {value!r}; choose one of {', '.join(map(str, choices))}")
     return value
+
 
 # %% ../nbs/lib/00_core.ipynb #c0a1e012
 def get_device(device: str | torch.device | None = None) -> torch.device:
@@ -138,6 +141,19 @@ def versions() -> dict:
     from gynlab import __version__
     return {"gynlab": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
+
+# %% ../nbs/lib/00_core.ipynb #c0a1e031
+def keep_freed_memory() -> bool:
+    """Let glibc's allocator keep freed blocks of any size for reuse (no `mmap` per large block, no trimming), for
+    the whole process. True where it applied; False elsewhere (not Linux, not glibc), where nothing changes."""
+    import ctypes
+    if platform.system() != "Linux": return False
+    try: mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError): return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, most = -1, -3, ctypes.c_int(2**31 - 1)
+    return bool(mallopt(M_MMAP_THRESHOLD, most)) and bool(mallopt(M_TRIM_THRESHOLD, most))
+
+
 # %% ../nbs/lib/00_core.ipynb #c0a1e015
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -186,6 +202,7 @@ def open_image(src, what: str = "image") -> Image.Image:
             return im.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(f"{p}: corrupt or unreadable {what} ({e})") from None
+
 
 # %% ../nbs/lib/00_core.ipynb #c0a1e018
 def _same_file(a: Path, b: Path) -> bool:
@@ -240,6 +257,7 @@ def atomic_write(path, data: bytes | str, *, inputs=(), what: str = "output") ->
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
 
+
 # %% ../nbs/lib/00_core.ipynb #c0a1e021
 def json_safe(o):
     "`o` as plain JSON-able Python: NumPy/torch scalars and arrays to numbers and lists, NaN/inf to None."
@@ -270,3 +288,4 @@ def read_json(path, *, what: str = "JSON file", expect: type | None = dict):
         raise GynlabError(f"{what} {p} should hold a JSON {'object' if expect is dict else expect.__name__}, "
                           f"found {type(obj).__name__}")
     return obj
+

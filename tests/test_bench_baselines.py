@@ -67,3 +67,34 @@ def test_changed_settings_become_train_flags():
     assert shown == "--amp --no-channels-last --image-size 224"
     a = build_parser().parse_args(["train", "--recipe", "mmotu-classify", "--out", "o", *shown.split()])
     assert (a.amp, a.channels_last, a.image_size) == (True, False, 224)
+
+
+REFRESH = SCRIPT.with_name("refresh_bn.py")
+
+
+def test_refresh_bn_script_scores_the_same_weights_before_and_after(tmp_path):
+    """bench/refresh_bn.py: the 'before' score is the run's own recorded final score (the statistics it was saved
+    with), an 'after' follows for every run, and the runs are left as they were; a folder that is no run is named."""
+    import hashlib
+    import re
+    from test_cli_bad_input import gynlab as run_cli
+    runs = {"classify": tmp_path / "cls", "segment": tmp_path / "seg"}
+    for task, args in (("classify", ["--dataset", "phantom-cytology", "--model", "efficientnet_lite0"]),
+                       ("segment", ["--task", "segment", "--dataset", "phantom-uterus-mri", "--model", "lite0_unet"])):
+        code, _, err = run_cli("train", *args, "--no-pretrained", "--epochs", 1, "--image-size", 32, "--subset", 24,
+                               "--quiet", "--no-refresh-bn", "--out", runs[task])
+        assert code == 0, err
+    digest = {t: hashlib.sha256((r / "model.safetensors").read_bytes()).hexdigest() for t, r in runs.items()}
+    p = subprocess.run([sys.executable, str(REFRESH), runs["classify"], runs["segment"]], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    lines = {t: next(ln for ln in p.stdout.splitlines() if ln.startswith(f"{r}:")) for t, r in runs.items()}
+    recorded = {"classify": json.loads((runs["classify"] / "metrics.json").read_text())["final"]["accuracy"],
+                "segment": json.loads((runs["segment"] / "metrics.json").read_text())["dice"]}
+    for task, key in (("classify", "accuracy"), ("segment", "dice")):
+        before, after = map(float, re.search(rf"{key} ([0-9.]+) -> ([0-9.]+)", lines[task]).groups())
+        assert before == pytest.approx(recorded[task], abs=1e-4) and 0 <= after <= 1, (lines[task], recorded[task])
+    assert "mean change" in p.stdout
+    assert digest == {t: hashlib.sha256((r / "model.safetensors").read_bytes()).hexdigest() for t, r in runs.items()}
+    bad = subprocess.run([sys.executable, str(REFRESH), tmp_path / "nothing"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a run folder" in bad.stderr and "Traceback" not in bad.stderr
