@@ -62,12 +62,13 @@ def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None
                            f"{'-quick' if quick else ''}")
     if reuse and (run / "model.safetensors").is_file(): return run, _recorded_cpu_min(run)
     import inspect
+    from gynlab.roi import train_lesion_classifier
     r = recipe(name)
-    fn = train_classifier if r["task"] == "classify" else train_segmenter
+    fns = [train_classifier, train_lesion_classifier] if r["task"] == "classify" else [train_segmenter]
     fixed = {"dataset", "out", "seed", "recipe", "overwrite", "progress", "subset", "fold", "resume", "data_root",
-             "device", "return_model"}
+             "device", "return_model", "settings", "locate"}
     settings = sorted(set(r) - {"task", "dataset", "budget_cpu_min"}
-                      | set(inspect.signature(fn).parameters) - fixed)
+                      | {k for fn in fns for k in inspect.signature(fn).parameters} - fixed)
     unknown = set(overrides) - set(settings)
     if unknown: raise SystemExit(f"--set: {', '.join(sorted(unknown))} is not a setting of {name} "
                                  f"({', '.join(settings)})")
@@ -76,10 +77,14 @@ def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None
     r.pop("budget_cpu_min", None)
     if quick: r.update(epochs=1, image_size=min(r["image_size"], 64), freeze_epochs=0) if task == "classify" else \
         r.update(epochs=1, image_size=64)
+    crop = r.pop("crop", None)
+    if crop == "lesion" and quick: r.update(locator_size=64, locator_epochs=1)
+    if crop != "lesion": [r.pop(k, None) for k in ("crop_margin", "crop_zoom", "locator_size", "locator_epochs")]
     t0 = time.process_time()
     if task == "classify":
-        train_classifier(dataset, r.pop("model"), run, **r, seed=seed, recipe=name, overwrite=True, progress=False,
-                         subset=64 if quick else None, fold=fold)
+        (train_lesion_classifier if crop == "lesion" else train_classifier)(
+            dataset, r.pop("model"), run, **r, seed=seed, recipe=name, overwrite=True, progress=False,
+            subset=64 if quick else None, fold=fold)
     else:
         train_segmenter(dataset, out=run, seed=seed, overwrite=True, progress=False, subset=32 if quick else None,
                         recipe=name, fold=fold, **r)
@@ -140,18 +145,29 @@ def _seg_tta_dice(run: Path) -> float:
 
 
 def _tta_scores(run: Path, cfg: dict) -> dict:
-    "Accuracy, balanced accuracy and macro AUC on the validation split with the left-right mirror averaged in."
+    """Accuracy, balanced accuracy and macro AUC on the validation split with the left-right mirror averaged in; a
+    lesion-crop run predicts the validation image files as `gynlab predict --tta` does, through its locator."""
     import torch
     from gynlab.runs import load_run
     from gynlab.tasks import run_splits
     from gynlab.train import classification_metrics, predict
     from gynlab.transforms import to_torch
-    net, cfg = load_run(run)
-    _, valid, _ = run_splits(cfg["dataset"], image_size=cfg["image_size"], seed=cfg["seed"], subset=cfg.get("subset"),
-                             fold=cfg.get("fold"), target=cfg["target"])
-    ds = to_torch(valid, cfg["image_size"], cfg["channels"], cfg["target"], mean=cfg["mean"], std=cfg["std"])
-    x = torch.stack([ds[i][0] for i in range(len(ds))]); y = torch.tensor(valid[cfg["target"]])
-    p = (predict(net, x) + predict(net, x.flip(-1))) / 2
+    if cfg.get("crop"):
+        import datasets
+        from gynlab.roi import predict_images
+        _, valid, _ = run_splits(cfg["dataset"], image_size=None, seed=cfg["seed"], subset=cfg.get("subset"),
+                                 fold=cfg.get("fold"), target=cfg["target"])
+        files = [Path(v["path"]) for v in valid.cast_column("image", datasets.Image(decode=False))["image"]]
+        rows, _ = predict_images(run, files, tta=True)
+        p = torch.tensor([[r[f"prob_{c}"] for c in cfg["classes"]] for r in rows])
+    else:
+        net, cfg = load_run(run)
+        _, valid, _ = run_splits(cfg["dataset"], image_size=cfg["image_size"], seed=cfg["seed"],
+                                 subset=cfg.get("subset"), fold=cfg.get("fold"), target=cfg["target"])
+        ds = to_torch(valid, cfg["image_size"], cfg["channels"], cfg["target"], mean=cfg["mean"], std=cfg["std"])
+        x = torch.stack([ds[i][0] for i in range(len(ds))])
+        p = (predict(net, x) + predict(net, x.flip(-1))) / 2
+    y = torch.tensor(valid[cfg["target"]])
     m = classification_metrics(torch.log(torch.as_tensor(p).clamp_min(1e-12)), y)
     return {k: m[k] for k in ("accuracy", "balanced_accuracy", "auc")}
 

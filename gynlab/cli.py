@@ -79,11 +79,14 @@ def data_info(name: str, root=None, as_json: bool = False) -> str:
 TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image_size=64, channels=3, batch_size=32,
                       lr=1e-3, class_weights=None, augment=None, schedule=None, lr_ratio=None, freeze_epochs=0,
                       weight_decay=None, label_smoothing=0.0, amp=False, channels_last=False,
-                      refresh_bn=False)
+                      refresh_bn=False, crop=None, crop_margin=1.3, crop_zoom=0.7, locator_size=96, locator_epochs=5)
+_CROP_KEYS = ("crop_margin", "crop_zoom", "locator_size", "locator_epochs")
 
 _CLASSIFY_ONLY = {"class_weights": "--class-weights", "lr_ratio": "--lr-ratio", "freeze_epochs": "--freeze-epochs",
                  "label_smoothing": "--label-smoothing", "channels": "--channels", "patience": "--patience",
-                 "resume": "--resume", "num_workers": "--num-workers"}
+                 "resume": "--resume", "num_workers": "--num-workers", "locator": "--locator",
+                 "crop": "--crop", "crop_margin": "--crop-margin", "crop_zoom": "--crop-zoom",
+                 "locator_size": "--locator-size", "locator_epochs": "--locator-epochs"}
 
 def _cmd_train(a) -> int:
     from gynlab.tasks import with_recipe
@@ -108,7 +111,14 @@ def _cmd_train(a) -> int:
         from gynlab.history import finite
         from gynlab.tasks import train_classifier
         s["model"] = s["model"] or "smallcnn"
-        h = train_classifier(s.pop("dataset"), s.pop("model"), a.out, **s, seed=a.seed, device=a.device,
+        crop, crop_kw = s.pop("crop"), {k: s.pop(k) for k in _CROP_KEYS}
+        if crop not in (None, "none", "lesion"): raise UsageError(f"--crop: use lesion or none, got {crop!r}")
+        if a.locator and crop != "lesion": raise UsageError("--locator: only with --crop lesion")
+        if crop == "lesion":
+            from gynlab.roi import train_lesion_classifier as train_classifier
+            crop_kw["locator"] = a.locator
+        else: crop_kw = {}
+        h = train_classifier(s.pop("dataset"), s.pop("model"), a.out, **s, **crop_kw, seed=a.seed, device=a.device,
                              subset=a.subset, pretrained=a.pretrained, early_stopping=a.patience,
                              target=a.target or "label", recipe=a.recipe, fold=a.fold,
                              resume=a.resume, overwrite=a.overwrite, num_workers=a.num_workers or 0, data_root=a.root,
@@ -129,7 +139,7 @@ def _cmd_predict(a) -> int:
                                          recursive=a.recursive, tta=a.tta)
         what = f"wrote {len(written)} masks to {a.out}"
     else:
-        from gynlab.tasks import predict_folder
+        from gynlab.roi import predict_folder
         rows, skipped = predict_folder(a.run, a.input, a.out, recursive=a.recursive, skip_bad=a.skip_bad,
                                        device=a.device, batch_size=a.batch_size, tta=a.tta)
         what = f"wrote {len(rows)} predictions to {a.out}"
@@ -172,6 +182,16 @@ def _add_train(sub):
                    help="channels-last memory layout")
     p.add_argument("--refresh-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="recompute the BatchNorm statistics for the final weights (one pass over the training images)")
+    p.add_argument("--crop", choices=["lesion", "none"], default=None,
+                   help="lesion: classify a square around the lesion that a locator (a small segmenter, trained "
+                   "first into OUT/locator) finds; none: the whole image (default)")
+    p.add_argument("--locator", default=None, metavar="RUN",
+                   help="with --crop lesion: a lesion segmentation run (same dataset and fold) to use as the locator")
+    p.add_argument("--crop-margin", type=float, default=None, help="the crop's side over the lesion's (default 1.3)")
+    p.add_argument("--crop-zoom", type=float, default=None,
+                   help="training crops zoom in to this fraction at most (default 0.7)")
+    p.add_argument("--locator-size", type=int, default=None, help="the locator's image size (default 96)")
+    p.add_argument("--locator-epochs", type=int, default=None, help="the locator's epochs (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--subset", type=int, default=None, help="use at most N images per split (quick runs)")

@@ -101,12 +101,17 @@ def build_model(cfg: dict, pretrained: bool = False) -> nn.Module:
     from gynlab.models.pretrained import create
     return create(cfg["model"], len(cfg["classes"]), pretrained=pretrained, in_channels=cfg["channels"])
 
-def load_run(run, device=None, task: str | None = None) -> tuple[nn.Module, dict]:
-    "(model in eval mode on `device`, checked config) of a run folder; `task` insists on 'classify' or 'segment'."
+def load_run(run, device=None, task: str | None = None, crops: bool = False) -> tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, checked config) of a run folder; `task` insists on 'classify' or 'segment'.
+    A classifier of lesion crops (config `crop`) is refused unless `crops`: it was never shown a whole image."""
     run = Path(run)
     cfg = read_config(run)
     if task is not None and cfg.get("task", "classify") != task:
         raise RunError(f"{run} is a {cfg.get('task', 'classify')} run, not a {task} run")
+    if cfg.get("crop") and not crops:
+        raise RunError(f"{run} classifies lesion crops, found by its locator, not whole images: predict with "
+                       "`gynlab predict` (gynlab.roi.predict_images); for this use train a whole-image classifier "
+                       "(gynlab train ... --crop none)")
     if not (run / "model.safetensors").is_file():
         raise RunError(f"{run} is not a complete run: model.safetensors is missing")
     net = build_model(cfg)

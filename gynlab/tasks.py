@@ -20,8 +20,9 @@ from .train import balanced_class_weights, classification_metrics, evaluate, fit
 
 # %% auto #0
 __all__ = ['VALIDATION_SPLITS', 'AUGMENTS', 'RECIPES', 'validation_split', 'parse_fold', 'cv_fold', 'run_splits', 'mean_std',
-           'check_train_args', 'augmentation', 'FreezeBody', 'refresh_batchnorm', 'train_classifier', 'recipe',
-           'with_recipe', 'display_name', 'rows_to_csv', 'read_images', 'predict_images', 'predict_folder']
+           'check_train_args', 'augmentation', 'FreezeBody', 'refresh_batchnorm', 'lesion_box', 'RandZoom',
+           'LesionCrops', 'train_classifier', 'recipe', 'with_recipe', 'display_name', 'rows_to_csv', 'read_images',
+           'predict_images', 'predict_folder']
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000007
 VALIDATION_SPLITS = ("validation", "valid", "val", "test")
@@ -158,6 +159,69 @@ def refresh_batchnorm(net: torch.nn.Module, data, *, batch_size: int = 32, devic
     return net.train(was_training)
 
 
+# %% ../nbs/lib/12_tasks.ipynb #ta000031
+def lesion_box(mask, margin: float = 1.3) -> tuple[int, int, int, int]:
+    """The square (left, top, right, bottom) around the largest connected lesion of `mask` (array or PIL image;
+    nonzero is lesion): `margin` times the lesion's longer side, no larger than the image, moved inside it. The
+    whole image when the mask holds no lesion."""
+    import numpy as np
+    from scipy import ndimage
+    check_number("--crop-margin", margin, lo=1, hi=10)
+    m = np.asarray(mask) > 0
+    if m.ndim != 2: raise DataError(f"a lesion mask must be 2-D (H, W), got shape {m.shape}")
+    H, W = m.shape
+    lab, n = ndimage.label(m)
+    if n == 0: return (0, 0, W, H)
+    biggest = 1 + int(np.argmax(ndimage.sum_labels(m, lab, range(1, n + 1))))
+    ys, xs = np.nonzero(lab == biggest)
+    side = int(round(min(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) * margin, H, W)))
+    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+    x0 = int(round(min(max(cx - side / 2, 0), W - side))); y0 = int(round(min(max(cy - side / 2, 0), H - side)))
+    return (x0, y0, x0 + side, y0 + side)
+
+from .transforms import RandTransform
+
+class RandZoom(RandTransform):
+    """Keep a random part of a (C, H, W) image, each side `scale` (a fraction drawn from the range) of the image's,
+    resized to `size` x `size` (None: back to H x W)."""
+    def __init__(self, scale=(0.7, 1.0), size: int | None = None, prob: float = 1.0, seed=0):
+        super().__init__(prob, seed)
+        lo, hi = scale
+        check_number("zoom scale", lo, lo=0.05, hi=1); check_number("zoom scale", hi, lo=lo, hi=1)
+        self.scale, self.size = (lo, hi), size
+    def randomize(self, x):
+        super().randomize(x)
+        self.f, self.u, self.v = self._u(*self.scale), self._u(), self._u()
+    def apply(self, x, y):
+        import torch.nn.functional as F
+        H, W = x.shape[-2:]
+        h, w = max(1, round(H * self.f)), max(1, round(W * self.f))
+        top, left = round((H - h) * self.v), round((W - w) * self.u)
+        part = x[..., top:top + h, left:left + w]
+        out = (H, W) if self.size is None else (self.size, self.size)
+        return F.interpolate(part[None], size=out, mode="bilinear", align_corners=False, antialias=True)[0], y
+
+class LesionCrops(torch.utils.data.Dataset):
+    """Images of a `datasets` split cut to `boxes` (one per image) as a torch `Dataset` of (x, label): each crop
+    resized once to `size` px and kept in memory (8-bit); `augment` (on (C, H, W) in [0, 1]) and normalisation at
+    every access. `.split` and `.target` as `gynlab.transforms.TorchSplit` has them."""
+    def __init__(self, split, boxes, size: int, channels: int = 3, target: str = "label", augment=None,
+                 mean=None, std=None):
+        from gynlab.transforms import to_unit
+        if len(boxes) != len(split): raise DataError(f"{len(boxes)} boxes for {len(split)} images")
+        self.split, self.target, self.augment, self.mean, self.std = split, target, augment, mean, std
+        self.boxes = [tuple(int(v) for v in b) for b in boxes]
+        self.labels = torch.tensor(split[target], dtype=torch.long)
+        self.x = torch.stack([(to_unit(split[i]["image"].crop(b), size, channels) * 255).round().to(torch.uint8)
+                              for i, b in enumerate(self.boxes)])
+    def __len__(self): return len(self.labels)
+    def __getitem__(self, i):
+        from gynlab.transforms import normalize
+        x, y = self.x[i].float() / 255, self.labels[i]
+        if self.augment is not None: x = self.augment(x)
+        return normalize(x, self.mean, self.std), y
+
+
 # %% ../nbs/lib/12_tasks.ipynb #ta000015
 def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, epochs: int = 5, image_size: int = 64,
                      channels: int = 3, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, device=None,
@@ -167,10 +231,13 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
                      weight_decay: float | None = None, label_smoothing: float = 0.0, amp: bool = False,
                      channels_last: bool = False, recipe: str | None = None, resume: bool = False,
                      overwrite: bool = False, num_workers: int = 0, data_root=None, progress: bool = True,
-                     fold=None, refresh_bn: bool = False) -> History:
+                     fold=None, refresh_bn: bool = False, crop: dict | None = None, locate=None) -> History:
     """Train a classifier on a gynlab dataset into run folder `out` (config.json, model.safetensors, metrics.json);
     `fold` (I/K) trains on the other folds of the training split and validates on fold I (see `run_splits`);
-    `refresh_bn` recomputes the BatchNorm statistics for the final weights before scoring (`refresh_batchnorm`)."""
+    `refresh_bn` recomputes the BatchNorm statistics for the final weights before scoring (`refresh_batchnorm`).
+    `crop` ({"margin": m, "zoom": z, ...}, recorded in config.json) classifies lesion crops (`LesionCrops`): training
+    boxes from the lesion masks (margin m / z, then `RandZoom` to z..1), validation boxes from
+    `locate(staging folder, validation split)`, which `gynlab.roi.train_lesion_classifier` provides."""
     from gynlab.models.pretrained import create
     from gynlab.transforms import to_torch
     settings = dict(augment=augment, schedule=schedule, lr_ratio=lr_ratio, freeze_epochs=freeze_epochs,
@@ -179,28 +246,41 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
                      class_weights=class_weights, **settings)
     fold = parse_fold(fold)
     writer = RunWriter(out, overwrite=overwrite, resume=resume).check()
-    train, valid, vname = run_splits(dataset, image_size=image_size, seed=seed, subset=subset, data_root=data_root,
-                                     fold=fold, target=target)
+    if crop is not None:
+        check_number("--crop-margin", crop.get("margin"), lo=1, hi=10)
+        check_number("crop zoom", crop.get("zoom"), lo=0.3, hi=1)
+        if locate is None: raise UsageError("a lesion-crop classifier needs a locator for its validation images: "
+                                            "gynlab.roi.train_lesion_classifier (gynlab train --crop lesion)")
+    from gynlab.data import card
+    full = crop and card(dataset).real                          # crops are cut from the images as they were taken
+    train, valid, vname = run_splits(dataset, image_size=None if full else image_size, seed=seed, subset=subset,
+                                     data_root=data_root, fold=fold, target=target)
     if target not in train.column_names or not hasattr(train.features[target], "names"):
         raise UsageError(f"{dataset} has no class-label column {target!r} (columns: {train.column_names})")
+    if crop and "lesion_mask" not in train.column_names:
+        raise UsageError(f"{dataset} has no lesion masks to crop to (columns: {train.column_names}): use --crop none")
     classes = list(train.features[target].names)
     mean, std = mean_std(model, channels)
-    tr = to_torch(train, image_size, channels, target, mean=mean, std=std,
-                  augment=augmentation(augment, channels, seed))
-    va = to_torch(valid, image_size, channels, target, mean=mean, std=std)
+    if not crop:
+        tr = to_torch(train, image_size, channels, target, mean=mean, std=std,
+                      augment=augmentation(augment, channels, seed))
+        va = to_torch(valid, image_size, channels, target, mean=mean, std=std)
     config = {"task": "classify", "dataset": dataset, "target": target, "model": model, "classes": classes,
               "image_size": image_size, "channels": channels, "mean": mean, "std": std, "seed": seed, "epochs": epochs,
               "batch_size": batch_size, "lr": lr, "pretrained": pretrained, "subset": subset,
               "class_weights": class_weights, "early_stopping": early_stopping, **settings, "amp": amp,
               "channels_last": channels_last, "recipe": recipe, "n_train": len(train), "n_valid": len(valid),
-              "validation_split": vname, "fold": list(fold) if fold else None, "versions": versions()}
+              "validation_split": vname, "fold": list(fold) if fold else None, "crop": crop, "versions": versions()}
     with writer as w:
         _same_setup(w.previous_config(), config)
+        if crop: tr, va, plain = _crop_data(train, valid, crop, locate(w.dir, valid), config,
+                                            augmentation(augment, channels, seed))
         torch.manual_seed(seed)
         net = create(model, len(classes), pretrained=pretrained, in_channels=channels)
         w.write_config(config)
         hist = _fit_classifier(net, tr, va, config, w, resume, device, num_workers, progress)
-        if refresh_bn: refresh_batchnorm(net, to_torch(train, image_size, channels, target, mean=mean, std=std),
+        if refresh_bn: refresh_batchnorm(net, plain() if crop else to_torch(train, image_size, channels, target,
+                                                                           mean=mean, std=std),
                                          batch_size=batch_size, device=device)
         final = evaluate(net, va, device=device)
         if w.main:
@@ -209,6 +289,20 @@ def train_classifier(dataset: str, model: str = "smallcnn", out="runs/run", *, e
                                                 "best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early,
                                                 "final": final})
     return hist
+
+def _crop_data(train, valid, crop: dict, valid_boxes, cfg: dict, augment):
+    """(training crops, validation crops, a function giving the training crops unaugmented) of a lesion-crop run;
+    training boxes from the lesion masks, `margin / zoom` wide, zoomed back to `zoom`..1 of that by `RandZoom`."""
+    from gynlab.transforms import Compose
+    m, z, size, ch = crop["margin"], crop["zoom"], cfg["image_size"], cfg["channels"]
+    kw = dict(channels=ch, target=cfg["target"], mean=cfg["mean"], std=cfg["std"])
+    masks = train.select_columns(["lesion_mask"])
+    wide = [lesion_box(r["lesion_mask"], m / z) for r in masks]
+    zoom = RandZoom((z, 1.0), size=size)
+    tr = LesionCrops(train, wide, round(size / z), augment=Compose(zoom, *([augment] if augment else []),
+                                                                   seed=cfg["seed"]), **kw)
+    va = LesionCrops(valid, valid_boxes, size, **kw)
+    return tr, va, lambda: LesionCrops(train, [lesion_box(r["lesion_mask"], m) for r in masks], size, **kw)
 
 def _fit_classifier(net, tr, va, cfg: dict, w: RunWriter, resume, device, num_workers, progress) -> History:
     "`fit` with the settings of a run's config (loss, optimizer, schedule, callbacks)."
@@ -230,7 +324,7 @@ def _same_setup(prev: dict | None, new: dict):
     if prev is None: return
     keys = ("dataset", "target", "model", "classes", "image_size", "channels", "seed", "batch_size", "lr", "subset",
             "class_weights", "augment", "schedule", "lr_ratio", "freeze_epochs", "weight_decay", "label_smoothing",
-            "fold")
+            "fold", "crop")
     diff = [k for k in keys if prev.get(k) != new.get(k)]
     if diff:
         raise UsageError("--resume continues the same training, but these settings differ from the interrupted run: "
@@ -290,34 +384,39 @@ def read_images(files, *, skip_bad: bool = False) -> tuple[list, list[tuple[Path
     return ok, skipped
 
 def predict_images(run, files, *, skip_bad: bool = False, device=None, batch_size: int = 32, folder=None,
-                   tta: bool = False):
+                   tta: bool = False, locate=None):
     """(rows, skipped): the run's prediction for each image file; `folder` makes the names relative; `tta` adds a
-    flipped view."""
+    flipped view. A lesion-crop run needs `locate(image) -> box or None` (`gynlab.roi.predict_images` passes its
+    locator's); its rows say the box used, empty where no lesion was found and the whole image was classified."""
     from gynlab.transforms import preprocess
     check_number("--batch-size", batch_size, lo=1, hi=4096, integer=True)
-    net, cfg = load_run(run, device, task="classify")
+    net, cfg = load_run(run, device, task="classify", crops=locate is not None)
     ok, skipped = read_images(files, skip_bad=skip_bad)
     if not ok: raise DataError(f"none of the {len(files)} images could be read")
     classes, rows = cfg["classes"], []
     for i in range(0, len(ok), batch_size):
         part = ok[i : i + batch_size]
-        x = torch.stack([preprocess(im, cfg["image_size"], cfg["channels"], cfg["mean"], cfg["std"]) for _, im in part])
+        boxes = [locate(im) for _, im in part] if cfg.get("crop") else [None] * len(part)
+        x = torch.stack([preprocess(im.crop(b) if b else im, cfg["image_size"], cfg["channels"], cfg["mean"],
+                                    cfg["std"]) for (_, im), b in zip(part, boxes)])
         probs = predict(net, x, device, batch_size=batch_size)
         if tta: probs = (probs + predict(net, x.flip(-1), device, batch_size=batch_size)) / 2   # left-right mirror
-        for (f, _), p in zip(part, probs):
+        for (f, _), p, b in zip(part, probs, boxes):
             rows.append({"file": display_name(f, Path(folder)) if folder else f.name,
                          "prediction": classes[int(p.argmax())],
-                         **{f"prob_{c}": round(float(v), 6) for c, v in zip(classes, p)}})
+                         **{f"prob_{c}": round(float(v), 6) for c, v in zip(classes, p)},
+                         **({"lesion_box": " ".join(map(str, b)) if b else ""} if cfg.get("crop") else {})})
     return rows, skipped
 
 def predict_folder(run, folder, out=None, *, recursive: bool = False, skip_bad: bool = False, device=None,
-                   batch_size: int = 32, tta: bool = False) -> tuple[list[dict], list[tuple[Path, str]]]:
-    "Predict every image in `folder` with a classification run; (rows, skipped); `out`: also write a CSV."
+                   batch_size: int = 32, tta: bool = False, locate=None) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Predict every image in `folder` with a classification run; (rows, skipped); `out`: also write a CSV;
+    `locate` as for `predict_images`."""
     folder = Path(folder)
     if out is not None: check_output(out, inputs=[folder, run], what="--out")
     files = list_images(folder, recursive)
     rows, skipped = predict_images(run, files, skip_bad=skip_bad, device=device, batch_size=batch_size, folder=folder,
-                                   tta=tta)
+                                   tta=tta, locate=locate)
     if out is not None: atomic_write(out, rows_to_csv(rows), inputs=[folder, run], what="--out")
     return rows, skipped
 
