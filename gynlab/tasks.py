@@ -192,6 +192,7 @@ class RandZoom(RandTransform):
     def randomize(self, x):
         super().randomize(x)
         self.f, self.u, self.v = self._u(*self.scale), self._u(), self._u()
+        if not self._do: self.f, self._do = 1.0, True           # not zoomed, but still brought to `size`
     def apply(self, x, y):
         import torch.nn.functional as F
         H, W = x.shape[-2:]
@@ -212,8 +213,9 @@ class LesionCrops(torch.utils.data.Dataset):
         self.split, self.target, self.augment, self.mean, self.std = split, target, augment, mean, std
         self.boxes = [tuple(int(v) for v in b) for b in boxes]
         self.labels = torch.tensor(split[target], dtype=torch.long)
-        self.x = torch.stack([(to_unit(split[i]["image"].crop(b), size, channels) * 255).round().to(torch.uint8)
-                              for i, b in enumerate(self.boxes)])
+        images = split.select_columns(["image"])                # decode the images only, not the masks
+        self.x = torch.stack([(to_unit(r["image"].crop(b), size, channels) * 255).round().to(torch.uint8)
+                              for r, b in zip(images, self.boxes)])
     def __len__(self): return len(self.labels)
     def __getitem__(self, i):
         from gynlab.transforms import normalize
