@@ -62,7 +62,7 @@ def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None
                            f"{'-quick' if quick else ''}")
     if reuse and (run / "model.safetensors").is_file(): return run, _recorded_cpu_min(run)
     import inspect
-    from gynlab.roi import train_lesion_classifier
+    from gynlab.roi import CROP_SETTINGS, train_lesion_classifier
     r = recipe(name)
     fns = [train_classifier, train_lesion_classifier] if r["task"] == "classify" else [train_segmenter]
     fixed = {"dataset", "out", "seed", "recipe", "overwrite", "progress", "subset", "fold", "resume", "data_root",
@@ -79,7 +79,7 @@ def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None
         r.update(epochs=1, image_size=64)
     crop = r.pop("crop", None)
     if crop == "lesion" and quick: r.update(locator_size=64, locator_epochs=1)
-    if crop != "lesion": [r.pop(k, None) for k in ("crop_margin", "crop_zoom", "locator_size", "locator_epochs")]
+    if crop != "lesion": [r.pop(k, None) for k in CROP_SETTINGS]
     t0 = time.process_time()
     if task == "classify":
         (train_lesion_classifier if crop == "lesion" else train_classifier)(

@@ -80,7 +80,6 @@ TRAIN_DEFAULTS = dict(task="classify", dataset=None, model=None, epochs=5, image
                       lr=1e-3, class_weights=None, augment=None, schedule=None, lr_ratio=None, freeze_epochs=0,
                       weight_decay=None, label_smoothing=0.0, amp=False, channels_last=False,
                       refresh_bn=False, crop=None, crop_margin=1.3, crop_zoom=0.7, locator_size=96, locator_epochs=5)
-_CROP_KEYS = ("crop_margin", "crop_zoom", "locator_size", "locator_epochs")
 
 _CLASSIFY_ONLY = {"class_weights": "--class-weights", "lr_ratio": "--lr-ratio", "freeze_epochs": "--freeze-epochs",
                  "label_smoothing": "--label-smoothing", "channels": "--channels", "patience": "--patience",
@@ -111,7 +110,8 @@ def _cmd_train(a) -> int:
         from gynlab.history import finite
         from gynlab.tasks import train_classifier
         s["model"] = s["model"] or "smallcnn"
-        crop, crop_kw = s.pop("crop"), {k: s.pop(k) for k in _CROP_KEYS}
+        from gynlab.roi import CROP_SETTINGS
+        crop, crop_kw = s.pop("crop"), {k: s.pop(k) for k in CROP_SETTINGS}
         if crop not in (None, "none", "lesion"): raise UsageError(f"--crop: use lesion or none, got {crop!r}")
         if a.locator and crop != "lesion": raise UsageError("--locator: only with --crop lesion")
         if crop == "lesion":

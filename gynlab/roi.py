@@ -17,10 +17,12 @@ from .tasks import predict_images as _predict_images
 
 
 # %% auto #0
-__all__ = ['LOCATOR', 'LOCATOR_SETTINGS', 'lesion_locator', 'train_lesion_classifier', 'predict_images', 'predict_folder']
+__all__ = ['LOCATOR', 'CROP_SETTINGS', 'LOCATOR_SETTINGS', 'lesion_locator', 'train_lesion_classifier', 'predict_images',
+           'predict_folder']
 
 # %% ../nbs/lib/13_roi.ipynb #ro000007
 LOCATOR = "locator"                     # the locator's folder inside a lesion-crop run
+CROP_SETTINGS = ("crop_margin", "crop_zoom", "locator_size", "locator_epochs")   # train_lesion_classifier's own
 LOCATOR_SETTINGS = dict(model="lite0_unet", batch_size=16, lr=2e-3, schedule="onecycle", augment="ultrasound",
                         channels_last=True, refresh_bn=True)
 
@@ -67,10 +69,12 @@ def train_lesion_classifier(dataset: str, model: str = "efficientnet_lite0", out
     def locate(stage: Path, valid) -> list[tuple]:
         dst = stage / LOCATOR
         if not is_run(dst):                                       # a resumed run keeps the locator it trained
-            if locator is not None:
-                dst.mkdir(exist_ok=True)
+            if locator is not None:                               # copied whole or not at all
+                part = stage / f".{LOCATOR}.copy"
+                shutil.rmtree(part, ignore_errors=True); part.mkdir()
                 for f in ("config.json", "model.safetensors", "metrics.json"):
-                    if (locator / f).is_file(): shutil.copy2(locator / f, dst / f)
+                    if (locator / f).is_file(): shutil.copy2(locator / f, part / f)
+                shutil.rmtree(dst, ignore_errors=True); part.rename(dst)
             else:
                 train_segmenter(dataset, out=dst, image_size=locator_size, epochs=locator_epochs, seed=seed,
                                 subset=subset, fold=fold, data_root=data_root, device=device, progress=progress,

@@ -35,10 +35,17 @@ def test_a_crop_run_holds_its_locator_and_predicts_through_it(crop_run, tmp_path
     assert code == 0, err
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert len(rows) == 3 and all(r["prediction"] in cfg["classes"] for r in rows)
-    for r in rows:                                  # a square inside the image, or empty: no lesion found
-        if r["lesion_box"]:
-            x0, y0, x1, y1 = map(int, r["lesion_box"].split())
-            assert 0 <= x0 < x1 and 0 <= y0 < y1 and x1 - x0 == y1 - y0
+    # each box is the square around the lesion of the mask the locator itself predicts (`gynlab predict` on the
+    # locator run), empty exactly where that mask is empty
+    code, out, err = gynlab("predict", "--run", crop_run / "run" / "locator", "--input", crop_run / "imgs",
+                            "--out", tmp_path / "masks")
+    assert code == 0, err
+    import numpy as np
+    from PIL import Image
+    from gynlab.tasks import lesion_box
+    for r in rows:
+        mask = np.asarray(Image.open(tmp_path / "masks" / (r["file"].rsplit(".", 1)[0] + ".png"))) > 0
+        assert r["lesion_box"] == (" ".join(map(str, lesion_box(mask, 1.3))) if mask.any() else ""), r
 
 
 @pytest.mark.parametrize("argv", [["explain", "--image", "{i}", "--out", "{t}/e.png"], ["calibrate", "--mc", 2],
