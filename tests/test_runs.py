@@ -19,6 +19,11 @@ ENV = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM
 TRAIN = ["train", "--dataset", "phantom-cytology", "--image-size", "32", "--batch-size", "16", "--quiet"]
 
 
+def _ctrl_c_as_at_a_terminal():
+    "Give the child SIGINT's default action: a shell running these tests in the background may have ignored it."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def gynlab(*args, cwd):
     return subprocess.run([str(EXE), *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
 
@@ -49,7 +54,8 @@ def test_killed_training_leaves_old_run_intact_and_a_resumable_one(base, tmp_pat
     run = _copy_run(base, tmp_path / "run")
     before = tree_hash(run)
     proc = subprocess.Popen([str(EXE), *TRAIN, "--epochs", "6", "--subset", "320", "--out", str(run), "--overwrite"],
-                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_at_a_terminal)
     ckpt = tmp_path / ".run.partial" / "checkpoints" / "last.safetensors"
     t0 = time.time()
     while not ckpt.exists() and proc.poll() is None and time.time() - t0 < 300: time.sleep(0.05)
@@ -95,7 +101,8 @@ def test_out_must_be_new_empty_or_a_run_replaced_on_purpose(base, tmp_path):
 
 def test_two_trainings_cannot_write_one_run(tmp_path):
     a = subprocess.Popen([str(EXE), *TRAIN, "--epochs", "6", "--subset", "320", "--out", str(tmp_path / "run")],
-                         cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_ctrl_c_as_at_a_terminal)
     try:
         t0 = time.time()
         while not (tmp_path / ".run.lock").exists() and time.time() - t0 < 120: time.sleep(0.05)
