@@ -49,6 +49,17 @@ def variant_name(overrides: dict) -> str:
     return ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(overrides.items()))
 
 
+def _changed_settings(run: Path, settings: dict) -> list[str]:
+    """The settings a run's config.json records with another value than `settings` (a recipe changed since it ran).
+    A lesion-crop run records `crop` as a dict of its crop settings (`crop_margin` as `margin`, ...)."""
+    from gynlab.roi import CROP_SETTINGS
+    cfg = json.loads((run / "config.json").read_text())
+    crop = cfg.get("crop") if isinstance(cfg.get("crop"), dict) else {}
+    recorded = {**cfg, "crop": "lesion" if crop else cfg.get("crop"),
+                **{k: crop[k.removeprefix("crop_")] for k in CROP_SETTINGS if k.removeprefix("crop_") in crop}}
+    return sorted(k for k, v in settings.items() if k in recorded and json.dumps(recorded[k]) != json.dumps(v))
+
+
 def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None = None,
           fold: tuple[int, int] | None = None) -> tuple[Path, float]:
     """Train recipe `name` (with `overrides`; on the training split less `fold` I/K) into
@@ -60,7 +71,6 @@ def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None
     tag = re.sub(r"[^A-Za-z0-9._=,-]+", "", variant_name(overrides)).replace(",", "-").replace("=", "")
     run = RUNS / (f"bench-{name}{'-' + tag if tag else ''}-s{seed}{f'-cv{fold[0]}of{fold[1]}' if fold else ''}"
                            f"{'-quick' if quick else ''}")
-    if reuse and (run / "model.safetensors").is_file(): return run, _recorded_cpu_min(run)
     import inspect
     from gynlab.roi import CROP_SETTINGS, train_lesion_classifier
     r = recipe(name)
@@ -80,6 +90,10 @@ def train(name: str, seed: int, quick: bool, reuse: bool, overrides: dict | None
     crop = r.pop("crop", None)
     if crop == "lesion" and quick: r.update(locator_size=64, locator_epochs=1)
     if crop != "lesion": [r.pop(k, None) for k in CROP_SETTINGS]
+    if reuse and (run / "model.safetensors").is_file():
+        changed = _changed_settings(run, {**r, "crop": crop})
+        if not changed: return run, _recorded_cpu_min(run)
+        print(f"{_shown(run)} was trained with other settings ({', '.join(changed)}): training it again", flush=True)
     t0 = time.process_time()
     if task == "classify":
         (train_lesion_classifier if crop == "lesion" else train_classifier)(

@@ -335,7 +335,7 @@ def _same_setup(prev: dict | None, new: dict):
 
 # %% ../nbs/lib/12_tasks.ipynb #ta000017
 RECIPES = {
-    "mmotu-classify": dict(task="classify", dataset="mmotu", model="efficientnet_lite0", image_size=160, epochs=13,
+    "mmotu-classify": dict(task="classify", dataset="mmotu", model="efficientnet_lite0", image_size=128, epochs=20,
                            batch_size=32, lr=4e-3, schedule="onecycle", lr_ratio=4.0, freeze_epochs=0,
                            augment="ultrasound", class_weights="balanced", label_smoothing=0.1, weight_decay=0.01,
                            channels_last=True, refresh_bn=True, budget_cpu_min=15),

@@ -98,3 +98,21 @@ def test_refresh_bn_script_scores_the_same_weights_before_and_after(tmp_path):
     assert digest == {t: hashlib.sha256((r / "model.safetensors").read_bytes()).hexdigest() for t, r in runs.items()}
     bad = subprocess.run([sys.executable, str(REFRESH), tmp_path / "nothing"], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a run folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_reuse_trains_again_a_run_whose_settings_changed(tmp_path):
+    "--reuse scores a run as it is only while its config.json matches the recipe; a stale run is trained again."
+    try: find_data("mmotu")
+    except DataError: pytest.skip("MMOTU is not on this machine")
+    args = ["--recipes", "mmotu-classify", "--quick", "--runs", tmp_path]
+    assert bench(*args).returncode == 0
+    run = tmp_path / "bench-mmotu-classify-s0-quick"
+    weights = (run / "model.safetensors").stat().st_mtime_ns
+    p = bench(*args, "--reuse")
+    assert p.returncode == 0 and "training it again" not in p.stdout, p.stdout + p.stderr
+    assert (run / "model.safetensors").stat().st_mtime_ns == weights                 # scored, not trained
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "label_smoothing": 0.3}))     # as if the recipe had changed
+    p = bench(*args, "--reuse")
+    assert p.returncode == 0 and "was trained with other settings (label_smoothing): training it again" in p.stdout
+    assert json.loads((run / "config.json").read_text())["label_smoothing"] == cfg["label_smoothing"]
