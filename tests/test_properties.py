@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import directed_hausdorff
 from scipy.special import ellipe
@@ -182,6 +182,8 @@ def test_ramanujan_against_elliptic_integral(a, ratio):
 
 @FAST
 @given(ellipses())
+@example((22.3125, 6.0, 0.0, 0.0, 0.0))          # found by hypothesis in CI
+@example((25.5, 6.0, 0.0, 0.0, 0.0))             # the worst of a grid search of axis-aligned ellipses
 def test_fit_recovers_a_rasterised_ellipse(e):
     "The moment fit of a filled, pixelated ellipse recovers its centre, semi-axes, angle, and its HC (Ramanujan)."
     a, b, theta, dy, dx = e
@@ -191,7 +193,9 @@ def test_fit_recovers_a_rasterised_ellipse(e):
     f = fit_ellipse(m)
     assert f["a"] >= f["b"] > 0
     assert f["center"][0] == pytest.approx(cy, abs=0.25) and f["center"][1] == pytest.approx(cx, abs=0.25)
-    assert f["a"] == pytest.approx(a, abs=0.5, rel=0.02) and f["b"] == pytest.approx(b, abs=0.5, rel=0.02)
+    # 0.75 px: on a thin (b = 6 px), axis-aligned ellipse about a pixel centre, the single pixels whose centres lie
+    # exactly on the outline at its tips move the moments' a by up to 0.65 px (a grid search of such ellipses)
+    assert f["a"] == pytest.approx(a, abs=0.75, rel=0.02) and f["b"] == pytest.approx(b, abs=0.75, rel=0.02)
     if a / b > 1.25:      # the angle of a near-circle is meaningless
         diff = (f["angle_deg"] - math.degrees(theta)) % 180
         assert min(diff, 180 - diff) < 3.0
