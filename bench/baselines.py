@@ -53,7 +53,9 @@ def _changed_settings(run: Path, settings: dict) -> list[str]:
     """The settings a run's config.json records with another value than `settings` (a recipe changed since it ran).
     A lesion-crop run records `crop` as a dict of its crop settings (`crop_margin` as `margin`, ...)."""
     from gynlab.roi import CROP_SETTINGS
-    cfg = json.loads((run / "config.json").read_text())
+    try: cfg = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError): return ["config.json (missing or unreadable)"]
+    if not isinstance(cfg, dict): return ["config.json (not a JSON object)"]
     crop = cfg.get("crop") if isinstance(cfg.get("crop"), dict) else {}
     recorded = {**cfg, "crop": "lesion" if crop else cfg.get("crop"),
                 **{k: crop[k.removeprefix("crop_")] for k in CROP_SETTINGS if k.removeprefix("crop_") in crop}}

@@ -116,3 +116,7 @@ def test_reuse_trains_again_a_run_whose_settings_changed(tmp_path):
     p = bench(*args, "--reuse")
     assert p.returncode == 0 and "was trained with other settings (label_smoothing): training it again" in p.stdout
     assert json.loads((run / "config.json").read_text())["label_smoothing"] == cfg["label_smoothing"]
+    (run / "config.json").write_text("{not json")                                     # a damaged run
+    p = bench(*args, "--reuse")
+    assert p.returncode == 0 and "config.json (missing or unreadable)" in p.stdout and "Traceback" not in p.stderr
+    assert json.loads((run / "config.json").read_text())["label_smoothing"] == cfg["label_smoothing"]
