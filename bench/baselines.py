@@ -6,16 +6,18 @@
 For each recipe and seed: `gynlab train --recipe NAME` (the same function, in-process), timed in CPU minutes
 (process time: both cores count), then scored on the validation split of the run: accuracy, balanced accuracy and
 macro one-vs-rest AUC for classification (also with test-time augmentation, `gynlab predict --tta`); mean Dice for
-segmentation; for HC18 also the head-circumference mean absolute difference in mm, before and after subtracting the
-offset learnt on the training images (`gynlab calibrate --run RUN`). Runs go to runs/bench-<recipe>-s<seed>
-(git-ignored); `--reuse` scores existing runs again (their CPU minutes
+segmentation; for HC18 also the Dice of the ellipse fitted to each predicted skull (what the HC18 challenge scored,
+`gynlab.metrics.fitted_ellipse_mask`) and the head-circumference mean absolute difference in mm, before and after
+subtracting the offset learnt on the training images (`gynlab calibrate --run RUN`). Runs go to
+runs/bench-<recipe>-s<seed> (git-ignored); `--reuse` scores existing runs again (their CPU minutes
 as recorded when they were trained). The table and the learning curves are written to
 bench/results/baselines.json, which the Results page of the site shows. `--quick` trains on a small subset for one
 epoch (a smoke test of this script, not a result).
 
 `--cv K` cross-validates instead: K runs per recipe and seed, each trained on the training split less one fold and
 scored on that fold (`gynlab train --fold I/K`; near-duplicate clusters and HC18 exams stay whole, MMOTU's classes
-spread over the folds, the same folds for every seed and setting), reported as the mean and spread over the folds; the
+spread over the folds, the same folds for every seed and setting), reported as the mean and spread over the folds (each
+fold's learning curve is kept too); the
 validation split is not used (HC18's offset is learnt on the other folds). `--set KEY=VALUE` (JSON values) changes a
 recipe setting, so that two settings can be compared on the same folds. Results go to the "cv" list of the same file.
 
@@ -133,8 +135,12 @@ def score(name: str, run: Path) -> dict:
         out = {k: metrics["final"][k] for k in ("accuracy", "balanced_accuracy", "auc")}
         out.update({f"{k}_tta": v for k, v in _tta_scores(run, cfg).items()})
         return out
-    out = {"dice": metrics["dice"], "dice_tta": _seg_tta_dice(run)}
+    tta = _seg_tta_scores(run)
+    out = {"dice": metrics["dice"], "dice_tta": tta["dice"]}
     if "hc_mae_mm" in metrics:
+        ellipse = (metrics["dice_ellipse"] if "dice_ellipse" in metrics       # runs trained before it was recorded:
+                   else _seg_scores(run)["dice_ellipse"])                     # scored now
+        out.update(dice_ellipse=ellipse, dice_ellipse_tta=tta["dice_ellipse"])
         from gynlab.biometry import fit_hc_offset
         out.update(hc_mae_mm_model_size=metrics["hc_mae_mm"])
         from gynlab.core import DataError
@@ -150,14 +156,18 @@ def score(name: str, run: Path) -> dict:
     return out
 
 
-def _seg_tta_dice(run: Path) -> float:
-    "Mean foreground Dice on the validation split at the model's size, with the left-right mirror averaged in."
+def _seg_scores(run: Path, tta: bool = False) -> dict:
+    """`evaluate_segmenter`'s summary on the validation split at the model's size (with `tta`, the left-right mirror
+    averaged in): mean foreground Dice, and for HC18 the Dice of the fitted ellipse."""
     from gynlab.runs import load_run
     from gynlab.segment import evaluate_segmenter, segmentation_data
     net, cfg = load_run(run, task="segment")
     _, valid, info = segmentation_data(cfg["dataset"], image_size=cfg["image_size"], target=cfg.get("target"),
                                        seed=cfg["seed"], subset=cfg.get("subset"), fold=cfg.get("fold"))
-    return evaluate_segmenter(net, valid, info, mean=cfg["mean"], std=cfg["std"], tta=True)[0]["dice"]
+    return evaluate_segmenter(net, valid, info, mean=cfg["mean"], std=cfg["std"], tta=tta)[0]
+
+
+def _seg_tta_scores(run: Path) -> dict: return _seg_scores(run, tta=True)
 
 
 def _tta_scores(run: Path, cfg: dict) -> dict:
@@ -251,7 +261,7 @@ def main(argv=None) -> int:
 
 
 CV_KEYS = ("accuracy", "balanced_accuracy", "auc", "accuracy_tta", "balanced_accuracy_tta", "auc_tta", "dice",
-           "dice_tta", "hc_mae_mm_corrected", "hc_mae_mm_corrected_tta")
+           "dice_tta", "dice_ellipse", "dice_ellipse_tta", "hc_mae_mm_corrected", "hc_mae_mm_corrected_tta")
 
 
 def flags(overrides: dict) -> str:
@@ -279,7 +289,7 @@ def cross_validate(a, overrides: dict) -> int:
                 rows.append({"recipe": name, "variant": variant, "seed": seed, "fold": [i, a.cv], "cpu_min": cpu_min,
                              "refresh_bn": _refreshed(run),
                              "scores": s, "n_valid": recorded["n_valid"], "command": " ".join(filter(None, command)),
-                             "quick": a.quick})
+                             "history": recorded.get("history", []), "quick": a.quick})
                 shown = ", ".join(f"{k} {s[k]:.3f}" for k in CV_KEYS if k in s)
                 print(f"{name} [{variant or 'recipe'}] seed {seed} fold {i}/{a.cv}: {shown}; {cpu_min:.1f} CPU-min",
                       flush=True)

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from .core import DataError, GynlabError, RunError, UsageError, check_number, open_image, read_json, write_json
 from .data import card
-from .metrics import boundary, fit_ellipse, head_circumference
+from .metrics import boundary, ellipse_raster, fit_ellipse, head_circumference
 from .runs import load_run, run_task
 from .segment import segment_image, segmentation_data
 
@@ -43,14 +43,6 @@ HC_RANGE_MM = (50.0, 400.0)
 PIXEL_SIZE_RANGE_MM = (0.01, 2.0)
 SKULL_LIMITS = {"max_cover": 0.8, "min_main": 0.9, "min_fill": 0.85, "min_axis_ratio": 0.5}
 
-def _ellipse_raster(shape: tuple, e: dict) -> np.ndarray:
-    "Boolean image of the ellipse `e` (from `fit_ellipse` in pixels)."
-    rr, cc = np.mgrid[:shape[0], :shape[1]]
-    dr, dc = rr - e["center"][0], cc - e["center"][1]
-    th = np.radians(e["angle_deg"])
-    u, v = dr * np.sin(th) + dc * np.cos(th), dr * np.cos(th) - dc * np.sin(th)     # along the long, short axis
-    return (u / e["a"]) ** 2 + (v / e["b"]) ** 2 <= 1
-
 def skull_shape(mask) -> tuple[np.ndarray, dict]:
     "(largest piece, holes filled; its measures: cover, main, components, fill (IoU with its ellipse), axis_ratio)."
     m = np.asarray(mask) > 0
@@ -62,7 +54,7 @@ def skull_shape(mask) -> tuple[np.ndarray, dict]:
     shape = {"cover": float(m.mean()), "main": float(sizes.max() / sizes.sum()), "components": int(n),
              "fill": 0.0, "axis_ratio": 0.0}
     if main.sum() >= 3:
-        e = fit_ellipse(main); E = _ellipse_raster(m.shape, e)
+        e = fit_ellipse(main); E = ellipse_raster(m.shape, e)
         shape.update(fill=float((main & E).sum() / (main | E).sum()), axis_ratio=float(e["b"] / e["a"]))
     return main, shape
 

@@ -11,7 +11,7 @@ from scipy import ndimage
 from .core import UsageError
 
 # %% auto #0
-__all__ = ['dice', 'iou', 'boundary', 'surface_distances', 'hd95', 'per_class_scores', 'segmentation_metrics', 'ellipse_perimeter', 'largest_component', 'fit_ellipse', 'head_circumference', 'psnr', 'ssim', 'mmd2', 'two_sample_test']
+__all__ = ['dice', 'iou', 'boundary', 'surface_distances', 'hd95', 'per_class_scores', 'segmentation_metrics', 'ellipse_perimeter', 'largest_component', 'fit_ellipse', 'head_circumference', 'ellipse_raster', 'fitted_ellipse_mask', 'psnr', 'ssim', 'mmd2', 'two_sample_test']
 
 # %% ../nbs/31_seg_metrics.ipynb #5028179b
 def _binary(m, what: str = "mask") -> np.ndarray:
@@ -120,6 +120,22 @@ def head_circumference(mask, pixel_size_mm: float = 1.0, clean: bool = True) -> 
     if m.sum() < 3: return float("nan")
     e = fit_ellipse(m, pixel_size_mm)
     return ellipse_perimeter(e["a"], e["b"])
+
+def ellipse_raster(shape: tuple, e: dict) -> np.ndarray:
+    "Boolean image of size `shape` (rows, columns), True inside the ellipse `e` (`fit_ellipse` of a mask, in pixels)."
+    rr, cc = np.mgrid[:shape[0], :shape[1]]
+    dr, dc = rr - e["center"][0], cc - e["center"][1]
+    th = np.radians(e["angle_deg"])
+    u, v = dr * np.sin(th) + dc * np.cos(th), dr * np.cos(th) - dc * np.sin(th)     # along the long, short axis
+    return (u / e["a"]) ** 2 + (v / e["b"]) ** 2 <= 1
+
+def fitted_ellipse_mask(mask) -> np.ndarray:
+    """The filled ellipse that `head_circumference` measures: fitted to the largest piece of a 2-D mask, holes filled;
+    all False when there is no skull to fit (fewer than 3 pixels)."""
+    m = _binary(mask)
+    if m.ndim != 2: raise UsageError(f"a skull mask must be 2-D (H, W), got shape {m.shape}")
+    m = largest_component(m)
+    return ellipse_raster(m.shape, fit_ellipse(m)) if m.sum() >= 3 else np.zeros(m.shape, bool)
 
 # %% ../nbs/70_generative.ipynb #14b9aece
 import torch.nn.functional as F

@@ -98,7 +98,7 @@ def predict_split(net: nn.Module, split, info: dict, *, mean=None, std=None, dev
     return torch.cat(xs), torch.cat(ps), torch.cat(ys)
 
 def _case_row(i, pred, truth, split, cols, n_classes):
-    from gynlab.metrics import head_circumference, per_class_scores
+    from gynlab.metrics import dice, fitted_ellipse_mask, head_circumference, per_class_scores
     s = per_class_scores(pred, truth, n_classes, spacing=1.0)
     r = {"index": i, "file": split[i]["file"] if "file" in cols else str(i), "dice": float(np.mean(s["dice"])),
          "iou": float(np.mean(s["iou"])), "hd95_px": float(np.mean(s["hd95"]))}
@@ -107,12 +107,15 @@ def _case_row(i, pred, truth, split, cols, n_classes):
         if "head_circumference_mm" in cols:
             r.update(hc_true_mm=float(split[i]["head_circumference_mm"]),
                      hc_pred_mm=head_circumference(pred.numpy() == 1, px),
+                     dice_ellipse=dice(fitted_ellipse_mask(pred.numpy() == 1), truth.numpy() == 1),
                      hc_from_truth_mask_mm=head_circumference(truth.numpy() == 1, px))
     return r
 
 def evaluate_segmenter(net: nn.Module, split, info: dict, *, mean=None, std=None,
                        device=None, tta: bool = False) -> tuple[dict, list[dict]]:
-    "(summary, per-case rows): Dice, IoU, HD95 (px, and mm when the split has pixel_size_mm), HC error for HC18."
+    """(summary, per-case rows): Dice, IoU, HD95 (px, and mm when the split has pixel_size_mm); for HC18 also the HC
+    error and `dice_ellipse`, the Dice of the ellipse fitted to the predicted skull
+    (`gynlab.metrics.fitted_ellipse_mask`, what the HC18 challenge scored)."""
     _, pred, truth = predict_split(net, split, info, mean=mean, std=std, device=device, tta=tta)
     rows = [_case_row(i, pred[i], truth[i], split, split.column_names, info["n_classes"]) for i in range(len(pred))]
     hd = np.array([r["hd95_px"] for r in rows])
@@ -123,7 +126,8 @@ def evaluate_segmenter(net: nn.Module, split, info: dict, *, mean=None, std=None
     if rows and "hc_pred_mm" in rows[0]:
         err = np.array([r["hc_pred_mm"] - r["hc_true_mm"] for r in rows])
         floor = np.array([r["hc_from_truth_mask_mm"] - r["hc_true_mm"] for r in rows])
-        summ.update(hc_mae_mm=float(np.nanmean(np.abs(err))), hc_failed=int(np.isnan(err).sum()),
+        summ.update(dice_ellipse=float(np.mean([r["dice_ellipse"] for r in rows])),
+                    hc_mae_mm=float(np.nanmean(np.abs(err))), hc_failed=int(np.isnan(err).sum()),
                     hc_mae_mm_truth_mask=float(np.mean(np.abs(floor))), hc_bias_mm_truth_mask=float(np.mean(floor)))
     return summ, rows
 

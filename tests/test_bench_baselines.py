@@ -53,7 +53,8 @@ def test_segmentation_cross_validation_smoke(tmp_path):
     assert [r.name for r in runs] == [f"bench-hc18-channels_lastfalse-s0-cv{i}of2-quick" for i in (1, 2)]
     cfgs = [json.loads((r / "config.json").read_text()) for r in runs]
     assert [c["fold"] for c in cfgs] == [[1, 2], [2, 2]] and {c["channels_last"] for c in cfgs} == {False}
-    for line in ("hc18 [channels_last=false]:", "dice: mean", "hc_mae_mm_corrected: mean", "over 2 folds"):
+    for line in ("hc18 [channels_last=false]:", "dice: mean", "dice_ellipse: mean", "dice_ellipse_tta: mean",
+                 "hc_mae_mm_corrected: mean", "over 2 folds"):
         assert line in p.stdout, (line, p.stdout)
 
 

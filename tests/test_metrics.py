@@ -10,7 +10,7 @@ from scipy.spatial.distance import cdist, directed_hausdorff
 from sklearn.metrics import f1_score, jaccard_score
 
 from gynlab.metrics import (dice, iou, hd95, boundary, per_class_scores, segmentation_metrics, ellipse_perimeter,
-                            fit_ellipse, head_circumference, largest_component)
+                            fit_ellipse, fitted_ellipse_mask, head_circumference, largest_component)
 from gynlab.exercises.seg_metrics import check_dice, check_hc_from_diameters
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -134,6 +134,42 @@ def test_head_circumference_cleans_predictions():
     assert np.isnan(head_circumference(np.zeros((10, 10)), 1.0))
     assert not largest_component(np.zeros((5, 5))).any()
     with pytest.raises(ValueError, match="ellipse"): fit_ellipse(np.eye(4)[:2, :2])
+
+
+@pytest.mark.parametrize("r_radius, c_radius, rotation", [(30, 20, 0.0), (22, 35, 0.5), (40, 28, -1.1), (9, 6, 2.0)])
+def test_fitted_ellipse_mask_redraws_an_ellipse_drawn_by_scikit_image(r_radius, c_radius, rotation):
+    """An ellipse drawn by scikit-image comes back from fit-and-redraw almost pixel for pixel, whatever its tilt (a
+    wrong sign of the angle would halve the overlap of a tilted ellipse); a stray blob and a hole change nothing."""
+    from skimage.draw import ellipse
+    m = np.zeros((100, 110), bool)
+    m[ellipse(50, 55, r_radius, c_radius, shape=m.shape, rotation=rotation)] = True
+    redrawn = fitted_ellipse_mask(m)
+    assert redrawn.dtype == bool and redrawn.shape == m.shape
+    assert dice(redrawn, m) > (0.97 if r_radius < 10 else 0.99)
+    noisy = m.copy(); noisy[48:52, 50:56] = False; noisy[1:4, 1:4] = True        # a hole and a blob far away
+    assert (fitted_ellipse_mask(noisy) == redrawn).all() and not redrawn[1:4, 1:4].any()
+    assert head_circumference(redrawn) == pytest.approx(head_circumference(m), rel=0.01)
+
+
+def test_fitted_ellipse_mask_of_nothing_is_empty():
+    "No skull (an empty mask, a 2-pixel speck) gives an empty ellipse, scored Dice 0 against a real skull; 3-D refused."
+    from gynlab.core import UsageError
+    for n in (0, 2):
+        m = np.zeros((20, 20), bool); m[5, 5:5 + n] = True
+        out = fitted_ellipse_mask(m)
+        assert out.shape == (20, 20) and not out.any()
+    with pytest.raises(UsageError, match="2-D"): fitted_ellipse_mask(np.ones((2, 5, 5), bool))
+
+
+def test_case_rows_score_the_fitted_ellipse_of_a_ragged_skull():
+    "HC18 rows carry the Dice of the predicted skull's ellipse: above a ragged mask's own Dice, and computed as named."
+    from gynlab.segment import _case_row
+    truth = torch.from_numpy(ellipse_mask((96, 96), (48, 48), 36, 27, 20).astype(np.int64))
+    pred = truth.clone(); pred[10:14, 80:86] = 1; pred[46:50, 10:40] = 0                     # a blob; a bite
+    row = _case_row(0, pred, truth, [{"file": "x.png", "pixel_size_mm": 0.2, "head_circumference_mm": 60.0}],
+                    ["file", "pixel_size_mm", "head_circumference_mm"], 2)
+    assert row["dice_ellipse"] == pytest.approx(dice(fitted_ellipse_mask(pred.numpy() == 1), truth.numpy() == 1))
+    assert row["dice"] < row["dice_ellipse"] <= 1 and row["dice_ellipse"] > 0.98
 
 
 def test_ramanujan():
