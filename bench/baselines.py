@@ -135,7 +135,7 @@ def score(name: str, run: Path) -> dict:
         out = {k: metrics["final"][k] for k in ("accuracy", "balanced_accuracy", "auc")}
         out.update({f"{k}_tta": v for k, v in _tta_scores(run, cfg).items()})
         return out
-    tta = _seg_tta_scores(run)
+    tta = _seg_scores(run, tta=True)
     out = {"dice": metrics["dice"], "dice_tta": tta["dice"]}
     if "hc_mae_mm" in metrics:
         ellipse = (metrics["dice_ellipse"] if "dice_ellipse" in metrics       # runs trained before it was recorded:
@@ -166,8 +166,6 @@ def _seg_scores(run: Path, tta: bool = False) -> dict:
                                        seed=cfg["seed"], subset=cfg.get("subset"), fold=cfg.get("fold"))
     return evaluate_segmenter(net, valid, info, mean=cfg["mean"], std=cfg["std"], tta=tta)[0]
 
-
-def _seg_tta_scores(run: Path) -> dict: return _seg_scores(run, tta=True)
 
 
 def _tta_scores(run: Path, cfg: dict) -> dict:

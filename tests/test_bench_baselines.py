@@ -56,6 +56,13 @@ def test_segmentation_cross_validation_smoke(tmp_path):
     for line in ("hc18 [channels_last=false]:", "dice: mean", "dice_ellipse: mean", "dice_ellipse_tta: mean",
                  "hc_mae_mm_corrected: mean", "over 2 folds"):
         assert line in p.stdout, (line, p.stdout)
+    m = json.loads((runs[0] / "metrics.json").read_text()); del m["dice_ellipse"]   # a run trained before it was kept
+    (runs[0] / "metrics.json").write_text(json.dumps(m))
+    again = bench("--recipes", "hc18", "--cv", 2, "--quick", "--set", "channels_last=false", "--runs", tmp_path,
+                  "--out", tmp_path / "b.json", "--reuse")
+    assert again.returncode == 0, again.stderr
+    first = [ln for ln in p.stdout.splitlines() if "fold 1/2" in ln]
+    assert first and first == [ln for ln in again.stdout.splitlines() if "fold 1/2" in ln]   # scored afresh, alike
 
 
 def test_changed_settings_become_train_flags():
