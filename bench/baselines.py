@@ -167,7 +167,6 @@ def _seg_scores(run: Path, tta: bool = False) -> dict:
     return evaluate_segmenter(net, valid, info, mean=cfg["mean"], std=cfg["std"], tta=tta)[0]
 
 
-
 def _tta_scores(run: Path, cfg: dict) -> dict:
     """Accuracy, balanced accuracy and macro AUC on the validation split with the left-right mirror averaged in; a
     lesion-crop run predicts the validation image files as `gynlab predict --tta` does, through its locator."""
